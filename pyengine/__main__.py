@@ -1,0 +1,5 @@
+"""``python -m pyengine`` runs the CLI."""
+
+from pyengine.cli import main
+
+main()

@@ -1,0 +1,139 @@
+"""The ``pyengine`` command line: global options, lazy sub-commands, one-line errors.
+
+Sub-commands live in their own modules and are imported only when named, so that
+``pyengine --version`` and ``--help`` do not pay for the engine. Plugin commands come from the
+``pyengine_add_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+import click
+
+from pyengine import __version__
+from pyengine.errors import PyEngineError
+
+#: command name -> "module:attribute"; imported on first use
+BUILTIN_COMMANDS: dict[str, str] = {
+    "info": "pyengine.cli.system:info",
+    "plugins": "pyengine.cli.system:plugins",
+}
+
+
+class EngineGroup(click.Group):
+    """A click group that imports built-in commands lazily and asks plugins for more."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+        self._plugins_asked = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._ask_plugins(ctx)
+        return sorted(set(self.commands) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module, _, attr = self.lazy[cmd_name].partition(":")
+            return getattr(importlib.import_module(module), attr)
+        if cmd_name not in self.commands:
+            self._ask_plugins(ctx)
+        return self.commands.get(cmd_name)
+
+    def _ask_plugins(self, ctx: click.Context) -> None:
+        if self._plugins_asked:
+            return
+        self._plugins_asked = True
+        try:
+            cli_state(ctx).engine().plugins.add_commands(self)
+        except PyEngineError:
+            pass  # a bad config is reported by the command itself
+
+
+class CliState:
+    """What the global options decided, and the engine built from them on first use."""
+
+    def __init__(self, config_path: str | None, flags: dict[str, Any]) -> None:
+        self.config_path = config_path
+        self.flags = flags
+        self._config = None
+        self._engine = None
+
+    def config(self) -> Any:
+        if self._config is None:
+            from pyengine import config, log
+
+            self._config = config.load(self.config_path, self.flags)
+            log.configure(self._config["log-level"], self._config["log-format"])
+        return self._config
+
+    def engine(self) -> Any:
+        if self._engine is None:
+            from pyengine.engine import Engine
+
+            self._engine = Engine(self.config())
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+
+
+pass_state = click.make_pass_decorator(CliState)
+
+
+def cli_state(ctx: click.Context) -> CliState:
+    """The CliState of the top-level context, made from its parsed options on first use.
+
+    Click resolves a sub-command before it runs the group's callback, so the state is built
+    here rather than in the callback.
+    """
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        params = root.params
+        flags = {name.replace("_", "-"): params.get(name) for name in
+                 ("storage_driver", "data_root", "run_root", "log_level", "log_format", "host")}
+        root.obj = CliState(params.get("config_path"), flags)
+        root.call_on_close(root.obj.close)
+    return root.obj
+
+
+@click.group(cls=EngineGroup, lazy=BUILTIN_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-v", "--version", prog_name="pyengine",
+                      message="%(prog)s version %(version)s")
+@click.option("-s", "--storage-driver", metavar="NAME", help="Storage driver (overlay, devicemapper, vfs, ...).")
+@click.option("--config", "config_path", metavar="FILE", help="Config file [default: /etc/pyengine/config.toml].")
+@click.option("--data-root", metavar="DIR", help="Root of persistent state [default: /var/lib/pyengine].")
+@click.option("--run-root", metavar="DIR", help="Root of run-time state [default: /run/pyengine].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error", "critical"]),
+              help="Least severe log event shown [default: warning].")
+@click.option("--log-format", type=click.Choice(["console", "json"]), help="Log rendering [default: console].")
+@click.option("-H", "--host", metavar="URL", help="Daemon to talk to (unix:///path, tcp://host:port).")
+@click.pass_context
+def cli(ctx: click.Context, storage_driver: str | None, config_path: str | None, data_root: str | None,
+        run_root: str | None, log_level: str | None, log_format: str | None, host: str | None) -> None:
+    """pyengine: a container engine built around plugins."""
+    cli_state(ctx)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; a PyEngineError becomes one line on stderr and its exit status."""
+    try:
+        rv = cli.main(args=argv, prog_name="pyengine", standalone_mode=False)
+    except PyEngineError as exc:
+        click.echo(f"pyengine: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,74 @@
+"""``pyengine info`` and ``pyengine plugins``: what the engine is made of, and where from."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from pyengine.cli import CliState, pass_state
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_state
+def plugins(state: CliState, as_json: bool) -> None:
+    """List every plugin: version, distribution, hooks, drivers and their states."""
+    engine = state.engine()
+    driver_states = {(d.kind, d.name): d for d in engine.driver_states()}
+    out = []
+    for record in sorted(engine.plugins.records.values(), key=lambda r: r.name):
+        drivers = []
+        for spec in record.drivers:
+            ds = driver_states[(spec.kind, spec.name)]
+            drivers.append({"kind": spec.kind, "name": spec.name, "state": ds.state, "reason": ds.reason})
+        out.append({"name": record.name, "version": record.version, "distribution": record.distribution,
+                    "module": record.module, "state": record.state, "hooks": record.hooks,
+                    "drivers": drivers})
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    rows = []
+    for p in out:
+        drivers = ", ".join(f"{d['kind']}:{d['name']}={d['state']}" for d in p["drivers"]) or "-"
+        rows.append([p["name"], p["version"] or "-", p["distribution"] or "-", p["state"], drivers])
+    click.echo(_table(rows, ["PLUGIN", "VERSION", "DISTRIBUTION", "STATE", "DRIVERS"]))
+    for p in out:
+        click.echo(f"\n{p['name']}: hooks {', '.join(p['hooks']) or '-'}")
+        for d in p["drivers"]:
+            if d["reason"]:
+                click.echo(f"  {d['kind']} {d['name']}: {d['state']}: {d['reason']}")
+
+
+@click.command()
+@click.option("-f", "--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              help="Output format.")
+@pass_state
+def info(state: CliState, fmt: str) -> None:
+    """Show the effective configuration with sources, and every driver's state."""
+    engine = state.engine()
+    storage_spec = engine.storage_spec()
+    storage_status = [list(pair) for pair in engine.storage.status()]
+    config = {name: {"value": v.value, "source": v.source} for name, v in engine.config.values.items()}
+    drivers = [d.as_dict() for d in engine.driver_states()]
+    data = {"config": config, "config_file": str(engine.config.path) if engine.config.path else None,
+            "drivers": drivers,
+            "storage": {"driver": storage_spec.name, "plugin": storage_spec.plugin, "status": storage_status}}
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"Config file: {data['config_file'] or '(none)'}")
+    click.echo(_table([[k, "" if v["value"] is None else str(v["value"]), v["source"]] for k, v in config.items()],
+                      ["SETTING", "VALUE", "SOURCE"]))
+    click.echo("")
+    click.echo(_table([[d["kind"], d["name"], d["plugin"], d["state"], d["reason"]] for d in drivers],
+                      ["KIND", "NAME", "PLUGIN", "STATE", "REASON"]))
+    click.echo(f"\nStorage driver: {storage_spec.name}")
+    for key, value in storage_status:
+        click.echo(f"  {key}: {value}")

@@ -1,0 +1,28 @@
+"""The isolator protocol: what confines a container's process (namespaces, cgroups)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Isolator(Protocol):
+    """What every isolator implements. ``spec`` is the container's runtime spec (a dict in
+    the OCI runtime spec's vocabulary); isolators apply their part of it."""
+
+    name: str
+
+    def prepare(self, container_id: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Set up host-side resources before the process starts; return state to persist."""
+
+    def enter(self, container_id: str, spec: dict[str, Any], pid: int) -> None:
+        """Confine the started process ``pid`` (move it into a cgroup, ...)."""
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """Resource usage of the container, for ``stats`` and ``inspect``."""
+
+    def release(self, container_id: str) -> None:
+        """Remove everything ``prepare`` made; safe to call twice."""
+
+    def status(self) -> list[tuple[str, str]]:
+        """Key/value pairs that describe the isolator's state, for ``info``."""

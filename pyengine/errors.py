@@ -1,0 +1,56 @@
+"""The errors a user can meet: one hierarchy, each with the exit status the CLI returns.
+
+Everything here is cheap to import; plugins raise these and the CLI turns them into one line.
+"""
+
+from __future__ import annotations
+
+
+class PyEngineError(Exception):
+    """Base of every error that reaches a user as one line and a non-zero exit status."""
+
+    #: exit status of the CLI (125 is Docker's "the engine itself failed")
+    exit_code = 125
+
+
+class UsageError(PyEngineError):
+    """The command line asked for something that cannot be (bad flag value, unknown driver)."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """The configuration file or environment is invalid; names the file, line or key."""
+
+
+class DriverNotSupported(PyEngineError):
+    """Raised by a driver's probe or init when this host cannot run it; the reason says why.
+
+    Selection skips such a driver and ``info``/``plugins`` show ``skip: <reason>``.
+    """
+
+
+class DriverError(PyEngineError):
+    """A driver failed while doing its work (not a host limitation)."""
+
+
+class PluginError(UsageError):
+    """A plugin that was asked for by name is disabled, failed to load or failed to start."""
+
+
+class NotFound(PyEngineError):
+    """An image, container, layer, network or volume that was named does not exist."""
+
+    exit_code = 1
+
+
+class Conflict(PyEngineError):
+    """The operation conflicts with the current state (name in use, layer in use, ...)."""
+
+    exit_code = 1
+
+
+class InvalidArchive(PyEngineError):
+    """An archive, layer, manifest or blob is malformed, corrupt or malicious."""
+
+    exit_code = 1

@@ -1,0 +1,220 @@
+"""Loads plugins and gives the core typed calls into them.
+
+Loading order: blocked names (``PYENGINE_DISABLE_PLUGINS`` and ``[plugins] disabled``), then
+every entry point of the group ``pyengine`` (bundled plugins are declared the same way as a
+third party's), then ``check_pending()``. A plugin that fails to import, register or validate
+is recorded with ``error: <reason>`` and left out; it never stops the engine by itself.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterable
+
+import pluggy
+import structlog
+
+from pyengine.drivers import DRIVER_KINDS, DriverSpec
+from pyengine.errors import PluginError
+from pyengine.plugin import NAME, spec
+
+if TYPE_CHECKING:
+    import click
+
+    from pyengine.drivers.registry import Credentials
+
+log = structlog.get_logger("pyengine.plugins")
+
+REGISTRATION_HOOKS = {
+    "storage": "pyengine_register_storage_drivers",
+    "network": "pyengine_register_network_drivers",
+    "isolation": "pyengine_register_isolators",
+    "registry": "pyengine_register_registries",
+}
+
+
+@dataclass
+class PluginRecord:
+    """What the engine knows of one plugin, for ``pyengine plugins``."""
+
+    name: str
+    module: str
+    distribution: str | None
+    version: str | None
+    state: str = "ok"
+    hooks: list[str] = field(default_factory=list)
+    drivers: list[DriverSpec] = field(default_factory=list)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class PluginHost:
+    """The engine's one plugin manager: loading, states, and typed wrappers for every hook."""
+
+    def __init__(self, disabled: Iterable[str] = (), disabled_source: str = "") -> None:
+        self.pm = pluggy.PluginManager(NAME)
+        self.pm.add_hookspecs(spec)
+        self.disabled = {d.strip() for d in disabled if d.strip()}
+        self.disabled_source = disabled_source
+        self.records: dict[str, PluginRecord] = {}
+        self._specs: dict[str, list[DriverSpec]] | None = None
+
+    # -- loading ---------------------------------------------------------------------------
+    def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> None:
+        """Load every plugin of the ``pyengine`` entry-point group that is not disabled."""
+        if entry_points is None:
+            entry_points = metadata.entry_points(group=NAME)
+        for ep in sorted(entry_points, key=lambda e: e.name):
+            if ep.name in self.records:
+                continue
+            dist = getattr(ep, "dist", None)
+            record = PluginRecord(name=ep.name, module=ep.value,
+                                  distribution=dist.name if dist else None,
+                                  version=dist.version if dist else None)
+            self.records[ep.name] = record
+            if ep.name in self.disabled:
+                record.state = "disabled"
+                self.pm.set_blocked(ep.name)
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a third party's import may raise anything
+                self._fail(record, exc, "plugin.import_failed")
+                continue
+            self.register(plugin, ep.name, record)
+        self._check_pending()
+
+    def register(self, plugin: ModuleType | object, name: str, record: PluginRecord | None = None) -> None:
+        """Register a plugin object directly (tests, and plugins that add plugins)."""
+        record = record or self.records.setdefault(
+            name, PluginRecord(name=name, module=getattr(plugin, "__name__", repr(plugin)),
+                               distribution=None, version=None))
+        if name in self.disabled:
+            record.state = "disabled"
+            return
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            self._fail(record, exc, "plugin.register_failed")
+            return
+        record.hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
+        self._specs = None
+
+    def _check_pending(self) -> None:
+        for name, record in self.records.items():
+            plugin = self.pm.get_plugin(name)
+            if plugin is None:
+                continue
+            for attr in dir(plugin):
+                if attr.startswith("pyengine_") and not hasattr(self.pm.hook, attr):
+                    self.pm.unregister(plugin)
+                    self._fail(record, ValueError(f"unknown hook {attr}"), "plugin.unknown_hook")
+                    break
+        self.pm.check_pending()
+
+    def _fail(self, record: PluginRecord, exc: BaseException, event: str) -> None:
+        record.state = f"error: {_reason(exc)}"
+        log.warning(event, plugin=record.name, reason=_reason(exc),
+                    traceback=traceback.format_exception_only(type(exc), exc)[-1].strip())
+
+    # -- drivers ---------------------------------------------------------------------------
+    def specs(self, kind: str) -> list[DriverSpec]:
+        """Every driver of ``kind`` that loaded plugins register, in registration order."""
+        if self._specs is None:
+            self._specs = {k: [] for k in DRIVER_KINDS}
+            for k in DRIVER_KINDS:
+                self._collect(k)
+        return self._specs[kind]
+
+    def _collect(self, kind: str) -> None:
+        assert self._specs is not None
+        caller = getattr(self.pm.hook, REGISTRATION_HOOKS[kind])
+        for impl in reversed(caller.get_hookimpls()):
+            record = self.records[impl.plugin_name]
+            registered: list[DriverSpec] = []
+
+            def register(driver: DriverSpec, _registered: list[DriverSpec] = registered,
+                         _plugin: str = impl.plugin_name) -> None:
+                if not isinstance(driver, DriverSpec):
+                    raise TypeError(f"register() takes a DriverSpec, not {type(driver).__name__}")
+                driver.kind, driver.plugin = kind, _plugin
+                _registered.append(driver)
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:
+                self._fail(record, exc, "plugin.registration_failed")
+                continue
+            taken = {s.name: s.plugin for s in self._specs[kind]}
+            for driver in registered:
+                if driver.name in taken:
+                    self._fail(record, ValueError(
+                        f"{kind} driver {driver.name!r} is already registered by plugin "
+                        f"{taken[driver.name]!r}"), "plugin.duplicate_driver")
+                    break
+            else:
+                self._specs[kind].extend(registered)
+                record.drivers.extend(registered)
+
+    def find_spec(self, kind: str, name: str, asked_by: str = "") -> DriverSpec:
+        """The spec of driver ``name``, or a PluginError/UsageError that says why there is none."""
+        for driver in self.specs(kind):
+            if driver.name == name:
+                return driver
+        label = f"{kind} driver" if kind != "isolation" else "isolator"
+        where = f" ({asked_by})" if asked_by else ""
+        record = self.records.get(name)
+        if record and record.state == "disabled":
+            how = self.disabled_source or "configuration"
+            raise PluginError(f"{label} {name!r}{where} belongs to plugin {name!r}, which is disabled "
+                              f"by {how}")
+        if record and record.state.startswith("error"):
+            raise PluginError(f"{label} {name!r}{where}: plugin {name!r} failed to load: "
+                              f"{record.state[len('error: '):]}")
+        known = ", ".join(s.name for s in self.specs(kind)) or "none"
+        extra = [f"{r.name} ({r.state})" for r in self.records.values() if r.state != "ok"]
+        tail = f"; plugins not loaded: {', '.join(extra)}" if extra else ""
+        raise PluginError(f"unknown {label} {name!r}{where}; available: {known}{tail}")
+
+    def lenient_kinds(self) -> set[str]:
+        """Driver kinds whose unknown config tables may belong to a plugin that is not loaded."""
+        return set(DRIVER_KINDS) if any(r.state != "ok" for r in self.records.values()) else set()
+
+    # -- typed wrappers for the extension hooks --------------------------------------------
+    def add_commands(self, cli: click.Group) -> None:
+        """Let every plugin add commands; a clash with an existing name is the plugin's error."""
+        for impl in reversed(self.pm.hook.pyengine_add_commands.get_hookimpls()):
+            before = dict(cli.commands)
+            try:
+                impl.function(cli=cli)
+                clash = [n for n in before if cli.commands.get(n) is not before[n]]
+                if clash:
+                    cli.commands.update(before)
+                    raise ValueError(f"command {clash[0]!r} already exists")
+            except Exception as exc:
+                for name in set(cli.commands) - set(before):
+                    del cli.commands[name]
+                self._fail(self.records[impl.plugin_name], exc, "plugin.add_commands_failed")
+
+    def emit_container_event(self, event: str, container_id: str, attributes: dict[str, Any]) -> None:
+        """Tell every plugin about a container event; one plugin's exception is only logged."""
+        for impl in self.pm.hook.pyengine_container_event.get_hookimpls():
+            try:
+                impl.function(event=event, container_id=container_id, attributes=attributes)
+            except Exception as exc:
+                log.warning("plugin.event_hook_failed", plugin=impl.plugin_name, hook_event=event,
+                            reason=_reason(exc))
+
+    def registry_credentials(self, registry: str) -> Credentials | None:
+        """Credentials from the first plugin that has some for ``registry``."""
+        return self.pm.hook.pyengine_get_registry_credentials(registry=registry)
+
+    def authorize_request(self, method: str, path: str, user: str | None) -> str | None:
+        """None when every plugin allows the request, else the first refusal's reason."""
+        return self.pm.hook.pyengine_authorize_request(method=method, path=path, user=user)
