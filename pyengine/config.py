@@ -11,9 +11,10 @@ import dataclasses
 import os
 import re
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from pyengine.errors import ConfigError
 
@@ -49,6 +50,9 @@ SETTINGS: dict[str, Setting] = {
                 "daemonless when unset"),
     )
 }
+
+#: top-level tables whose sub-tables are driver sections (``[storage.overlay]``)
+DRIVER_TABLES = ("storage", "network", "isolation", "registry")
 
 #: keys the core owns inside tables that otherwise hold driver sections
 CORE_TABLE_KEYS: dict[str, dict[str, type]] = {
@@ -173,8 +177,8 @@ def build_options(config: Config, section: str, schema: type | None, raw: Mappin
     Keys are written with hyphens in the file (``base-size``) and are fields with underscores.
     """
     if schema is None:
-        if raw:
-            raise config.error(section, "this driver takes no options")
+        for key in raw or {}:
+            raise config.error(f"{section}.{key}", f"unknown key ([{section}] takes no options)")
         return None
     hints = typing.get_type_hints(schema)
     fields = {f.name.replace("_", "-"): f for f in dataclasses.fields(schema)}
@@ -233,6 +237,13 @@ def load(path_flag: str | None, flags: Mapping[str, Any], environ: Mapping[str, 
     config = Config(values={}, path=path, text=text)
     for key, value in data.items():
         if key in SETTINGS:
+            # The file is checked whole, even where a flag or variable overrides a value:
+            # a wrong file must not wait for the day the flag is dropped.
+            setting = SETTINGS[key]
+            if not isinstance(value, setting.type):
+                raise config.error(key, f"expected {_describe(setting.type)}, got {type(value).__name__} {value!r}")
+            if setting.choices and value not in setting.choices:
+                raise config.error(key, f"{value!r} is not one of {', '.join(setting.choices)}")
             continue
         if not isinstance(value, dict):
             allowed = ", ".join(sorted(SETTINGS))
@@ -247,9 +258,6 @@ def load(path_flag: str | None, flags: Mapping[str, Any], environ: Mapping[str, 
             value, source = env_value, "env"
         elif name in data:
             value, source = data[name], f"file:{path}"
-            if not isinstance(value, setting.type):
-                raise config.error(name, f"expected {_describe(setting.type)}, got "
-                                   f"{type(value).__name__} {value!r}")
         else:
             config.values[name] = Value(setting.default, "default")
             continue
@@ -314,7 +322,7 @@ def validate_tables(config: Config, sections: Mapping[str, tuple[type | None, bo
             child = f"{dotted}.{key}"
             if isinstance(value, dict) and (child in sections or any(s.startswith(child + ".") for s in sections)):
                 walk(path + [key], value)
-            elif isinstance(value, dict) and len(path) == 1 and path[0] in ("storage", "network", "isolation", "registry"):
+            elif isinstance(value, dict) and len(path) == 1 and path[0] in DRIVER_TABLES:
                 if path[0] in lenient:
                     continue
                 known = sorted(s.split(".", 1)[1] for s in sections if s.startswith(path[0] + "."))

@@ -128,6 +128,8 @@ class Engine:
             driver = self._auto_storage()
             self.config.set_auto("storage-driver", driver.name)
         self._storage_choice = driver
+        log.info("storage.selected", driver=driver.name, plugin=driver.plugin,
+                 source=self.config.source("storage-driver"))
         return driver
 
     def _auto_storage(self) -> DriverSpec:
@@ -162,6 +164,31 @@ class Engine:
         except Exception as exc:
             raise PluginError(f"storage driver {driver.name!r} (plugin {driver.plugin!r}) failed "
                               f"to start: {_reason(exc)}") from None
+
+    @cached_property
+    def images(self) -> Any:
+        """The image store of this data root, on the selected storage driver."""
+        from pyengine.images.store import ImageStore
+
+        return ImageStore.for_engine(self)
+
+    # -- isolators ------------------------------------------------------------------------
+    @cached_property
+    def isolators(self) -> list[Any]:
+        """Every isolator this host can run, started (namespaces and the matching cgroup
+        manager); an isolator that skips is left out, one that errors is fatal."""
+        started = []
+        for driver in self.plugins.specs("isolation"):
+            state = self.probe(driver)
+            if state.state == "skip":
+                continue
+            if state.state == "error":
+                raise PluginError(f"isolator {driver.name!r} (plugin {driver.plugin!r}) failed: {state.reason}")
+            try:
+                started.append(driver.factory(self.context(driver)))
+            except DriverNotSupported:
+                continue
+        return started
 
     def close(self) -> None:
         """Release what the drivers hold in this process."""

@@ -9,17 +9,27 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from pyengine import __version__
 from pyengine.errors import PyEngineError
 
+if TYPE_CHECKING:
+    from pyengine.config import Config
+    from pyengine.engine import Engine
+
 #: command name -> "module:attribute"; imported on first use
 BUILTIN_COMMANDS: dict[str, str] = {
     "info": "pyengine.cli.system:info",
     "plugins": "pyengine.cli.system:plugins",
+    **{name: f"pyengine.cli.containers:{name}" for name in (
+        "create", "run", "start", "ps", "logs", "stop", "kill", "restart", "rm", "wait", "inspect",
+        "pause", "unpause", "rename", "top", "stats", "container", "volume")},
+    **{name: f"pyengine.cli.images:{attr}" for name, attr in (
+        ("images", "images"), ("image", "image"), ("import", "import_"), ("load", "load"), ("save", "save"),
+        ("history", "history"), ("tag", "tag"), ("rmi", "rmi"), ("system", "system"))},
 }
 
 
@@ -30,6 +40,7 @@ class EngineGroup(click.Group):
         super().__init__(*args, **kwargs)
         self.lazy = dict(lazy or {})
         self._plugins_asked = False
+        self._config_error: PyEngineError | None = None
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._ask_plugins(ctx)
@@ -41,7 +52,15 @@ class EngineGroup(click.Group):
             return getattr(importlib.import_module(module), attr)
         if cmd_name not in self.commands:
             self._ask_plugins(ctx)
+            if cmd_name not in self.commands and self._config_error is not None:
+                # The command may belong to a plugin that a valid config would have loaded:
+                # the config error is the real answer, not "no such command".
+                raise self._config_error
         return self.commands.get(cmd_name)
+
+    def load_plugin_commands(self, ctx: click.Context) -> None:
+        """Let plugins add their commands now (``plugins`` does, so their errors show)."""
+        self._ask_plugins(ctx)
 
     def _ask_plugins(self, ctx: click.Context) -> None:
         if self._plugins_asked:
@@ -49,8 +68,8 @@ class EngineGroup(click.Group):
         self._plugins_asked = True
         try:
             cli_state(ctx).engine().plugins.add_commands(self)
-        except PyEngineError:
-            pass  # a bad config is reported by the command itself
+        except PyEngineError as exc:
+            self._config_error = exc  # --help still lists the built-in commands
 
 
 class CliState:
@@ -59,10 +78,10 @@ class CliState:
     def __init__(self, config_path: str | None, flags: dict[str, Any]) -> None:
         self.config_path = config_path
         self.flags = flags
-        self._config = None
-        self._engine = None
+        self._config: Config | None = None
+        self._engine: Engine | None = None
 
-    def config(self) -> Any:
+    def config(self) -> Config:
         if self._config is None:
             from pyengine import config, log
 
@@ -70,7 +89,7 @@ class CliState:
             log.configure(self._config["log-level"], self._config["log-format"])
         return self._config
 
-    def engine(self) -> Any:
+    def engine(self) -> Engine:
         if self._engine is None:
             from pyengine.engine import Engine
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
-from pyengine.cli import CliState, pass_state
+from pyengine.cli import CliState, EngineGroup, pass_state
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
     return "\n".join(lines)
 
 
@@ -21,8 +22,12 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def plugins(state: CliState, as_json: bool) -> None:
     """List every plugin: version, distribution, hooks, drivers and their states."""
     engine = state.engine()
+    root = click.get_current_context().find_root().command
+    if isinstance(root, EngineGroup):
+        # A plugin whose commands clash shows that error here, whatever command ran first.
+        root.load_plugin_commands(click.get_current_context())
     driver_states = {(d.kind, d.name): d for d in engine.driver_states()}
-    out = []
+    out: list[dict[str, Any]] = []
     for record in sorted(engine.plugins.records.values(), key=lambda r: r.name):
         drivers = []
         for spec in record.drivers:
@@ -36,8 +41,8 @@ def plugins(state: CliState, as_json: bool) -> None:
         return
     rows = []
     for p in out:
-        drivers = ", ".join(f"{d['kind']}:{d['name']}={d['state']}" for d in p["drivers"]) or "-"
-        rows.append([p["name"], p["version"] or "-", p["distribution"] or "-", p["state"], drivers])
+        summary = ", ".join(f"{d['kind']}:{d['name']}={d['state']}" for d in p["drivers"]) or "-"
+        rows.append([p["name"], p["version"] or "-", p["distribution"] or "-", p["state"], summary])
     click.echo(_table(rows, ["PLUGIN", "VERSION", "DISTRIBUTION", "STATE", "DRIVERS"]))
     for p in out:
         click.echo(f"\n{p['name']}: hooks {', '.join(p['hooks']) or '-'}")

@@ -8,11 +8,12 @@ is recorded with ``error: <reason>`` and left out; it never stops the engine by 
 
 from __future__ import annotations
 
-import traceback
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 import structlog
@@ -27,6 +28,12 @@ if TYPE_CHECKING:
     from pyengine.drivers.registry import Credentials
 
 log = structlog.get_logger("pyengine.plugins")
+
+#: every hook a plugin may implement
+HOOK_NAMES = frozenset(name for name in dir(spec) if name.startswith("pyengine_"))
+
+#: the distribution whose plugins are bundled with the engine
+BUNDLED_DISTRIBUTION = "pyengine"
 
 REGISTRATION_HOOKS = {
     "storage": "pyengine_register_storage_drivers",
@@ -68,6 +75,7 @@ class PluginHost:
     # -- loading ---------------------------------------------------------------------------
     def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> None:
         """Load every plugin of the ``pyengine`` entry-point group that is not disabled."""
+        started = time.monotonic()
         if entry_points is None:
             entry_points = metadata.entry_points(group=NAME)
         for ep in sorted(entry_points, key=lambda e: e.name):
@@ -89,6 +97,9 @@ class PluginHost:
                 continue
             self.register(plugin, ep.name, record)
         self._check_pending()
+        log.debug("plugins.loaded", plugins=sorted(self.records),
+                  failed=sorted(n for n, r in self.records.items() if r.state.startswith("error")),
+                  disabled=sorted(self.disabled), ms=round((time.monotonic() - started) * 1000, 1))
 
     def register(self, plugin: ModuleType | object, name: str, record: PluginRecord | None = None) -> None:
         """Register a plugin object directly (tests, and plugins that add plugins)."""
@@ -97,6 +108,14 @@ class PluginHost:
                                distribution=None, version=None))
         if name in self.disabled:
             record.state = "disabled"
+            return
+        # A pyengine_* name that is no hook is a typo or a hook of a newer engine: either way
+        # the plugin would silently do nothing, so it is refused whether decorated or not.
+        unknown = sorted(attr for attr in dir(plugin)
+                         if attr.startswith("pyengine_") and attr not in HOOK_NAMES
+                         and callable(getattr(plugin, attr, None)))
+        if unknown:
+            self._fail(record, ValueError(f"unknown hook {unknown[0]}"), "plugin.unknown_hook")
             return
         try:
             self.pm.register(plugin, name=name)
@@ -107,21 +126,13 @@ class PluginHost:
         self._specs = None
 
     def _check_pending(self) -> None:
-        for name, record in self.records.items():
-            plugin = self.pm.get_plugin(name)
-            if plugin is None:
-                continue
-            for attr in dir(plugin):
-                if attr.startswith("pyengine_") and not hasattr(self.pm.hook, attr):
-                    self.pm.unregister(plugin)
-                    self._fail(record, ValueError(f"unknown hook {attr}"), "plugin.unknown_hook")
-                    break
+        # Every plugin with an unknown hook was refused by register(), so this only guards
+        # the invariant that every registered implementation has a spec.
         self.pm.check_pending()
 
     def _fail(self, record: PluginRecord, exc: BaseException, event: str) -> None:
         record.state = f"error: {_reason(exc)}"
-        log.warning(event, plugin=record.name, reason=_reason(exc),
-                    traceback=traceback.format_exception_only(type(exc), exc)[-1].strip())
+        log.warning(event, plugin=record.name, reason=_reason(exc))
 
     # -- drivers ---------------------------------------------------------------------------
     def specs(self, kind: str) -> list[DriverSpec]:
@@ -135,7 +146,13 @@ class PluginHost:
     def _collect(self, kind: str) -> None:
         assert self._specs is not None
         caller = getattr(self.pm.hook, REGISTRATION_HOOKS[kind])
-        for impl in reversed(caller.get_hookimpls()):
+        impls = caller.get_hookimpls()
+        # Bundled plugins register first, then the others in load order (by name): a driver
+        # name is kept by whoever registered it first, so a third party cannot shadow a
+        # bundled driver however its entry point is named.
+        impls = sorted(impls, key=lambda i: (self.records[i.plugin_name].distribution != BUNDLED_DISTRIBUTION,
+                                             impls.index(i)))
+        for impl in impls:
             record = self.records[impl.plugin_name]
             registered: list[DriverSpec] = []
 
@@ -189,11 +206,15 @@ class PluginHost:
     # -- typed wrappers for the extension hooks --------------------------------------------
     def add_commands(self, cli: click.Group) -> None:
         """Let every plugin add commands; a clash with an existing name is the plugin's error."""
+        # Lazily imported built-ins (EngineGroup.lazy) are not in cli.commands yet, but their
+        # names are taken all the same.
+        reserved = set(getattr(cli, "lazy", {}))
         for impl in reversed(self.pm.hook.pyengine_add_commands.get_hookimpls()):
             before = dict(cli.commands)
             try:
                 impl.function(cli=cli)
                 clash = [n for n in before if cli.commands.get(n) is not before[n]]
+                clash += sorted((set(cli.commands) - set(before)) & reserved)
                 if clash:
                     cli.commands.update(before)
                     raise ValueError(f"command {clash[0]!r} already exists")

@@ -1,0 +1,148 @@
+"""The CLI skeleton: a cheap ``--version``, global options, structlog output, one-line errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from core_helpers import one_line_error
+
+import pyengine
+
+# Modules that must not be imported on the path of `pyengine --version` / `--help`.
+HEAVY = ("pyroute2", "aiohttp", "rich", "requests", "docker", "structlog", "pluggy", "tarsafe",
+         "pyengine.engine", "pyengine.config", "pyengine.plugin", "pyengine_plugins", "tomllib")
+
+
+def imported_modules(code_or_args: list[str], env: dict[str, str]) -> list[str]:
+    """The modules ``python -X importtime ARGS`` imports, parsed from its stderr."""
+    result = subprocess.run([sys.executable, "-X", "importtime", *code_or_args], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = []
+    for line in result.stderr.splitlines():
+        if not line.startswith("import time:") or "imported package" in line:
+            continue
+        names.append(line.rsplit("|", 1)[1].strip())
+    assert "pyengine.cli" in names, "importtime output not understood"
+    return names
+
+
+def heavy_among(names: list[str]) -> list[str]:
+    """The denied modules among ``names``. importtime also lists imports that failed (structlog
+    tries ``rich`` and ``colorama``); a module that is not installed here costs nothing, so only
+    installed ones count."""
+    return sorted({n for n in names for h in HEAVY if (n == h or n.startswith(h + "."))
+                   and importlib.util.find_spec(n.split(".")[0]) is not None})
+
+
+def test_import_pyengine_cli_pulls_in_no_heavy_module(engine_env):
+    names = imported_modules(["-c", "import pyengine.cli"], engine_env.env)
+    assert heavy_among(names) == []
+
+
+@pytest.mark.parametrize("args", [["--version"], ["-v"]])
+def test_version_pulls_in_no_heavy_module(engine_env, args):
+    names = imported_modules(["-m", "pyengine", *args], engine_env.env)
+    assert heavy_among(names) == []
+
+
+def test_help_loads_plugins_but_no_driver_dependency(engine_env):
+    # --help lists plugin commands, so it loads the plugin manager and the plugins' modules;
+    # those modules must keep their drivers' dependencies for when a driver starts.
+    names = imported_modules(["-m", "pyengine", "--help"], engine_env.env)
+    assert "pluggy" in names
+    assert [n for n in heavy_among(names) if n.split(".")[0] in ("pyroute2", "aiohttp", "rich", "requests",
+                                                                  "docker", "tarsafe")] == []
+
+
+def test_the_denylist_would_catch_a_heavy_import(engine_env):
+    # The parser really sees a module imported indirectly (guards the test above).
+    names = imported_modules(["-c", "import pyengine.cli, pyengine.engine"], engine_env.env)
+    assert {"pluggy", "structlog", "pyengine.engine"} <= set(heavy_among(names))
+
+
+def test_version_prints_the_package_version(engine_env):
+    result = engine_env.run("--version", check=True)
+    assert result.stdout == f"pyengine version {pyengine.__version__}\n"
+
+
+def test_console_script_is_installed(engine_env):
+    script = Path(sys.executable).parent / "pyengine"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, env=engine_env.env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"pyengine version {pyengine.__version__}\n"
+
+
+def test_help_lists_global_options_and_builtin_commands(engine_env):
+    result = engine_env.run("--help", check=True)
+    for option in ("--storage-driver", "-s,", "--config", "--data-root", "--run-root", "--log-level",
+                   "--log-format", "--host", "--version"):
+        assert option in result.stdout
+    for command in ("info", "plugins"):
+        assert f"\n  {command} " in result.stdout
+
+
+def test_log_format_json_gives_json_lines_on_stderr(engine_env):
+    result = engine_env.run("--log-format", "json", "--log-level", "debug", "info", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    json.loads(result.stdout)  # stdout stays the command's output only
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert events, "no log events at debug level"
+    for event in events:
+        assert {"event", "level", "timestamp"} <= set(event)
+    by_name = {e["event"]: e for e in events}
+    assert by_name["plugins.loaded"]["level"] == "debug"
+    assert "vfs" in by_name["plugins.loaded"]["plugins"]
+    selected = by_name["storage.selected"]
+    assert (selected["driver"], selected["source"], selected["level"]) == (
+        json.loads(result.stdout)["storage"]["driver"], "auto", "info")
+
+
+def test_log_format_from_env_and_level_filters(engine_env):
+    env = {"PYENGINE_LOG_FORMAT": "json", "PYENGINE_LOG_LEVEL": "info"}
+    result = engine_env.run("info", env=env, check=True)
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [e["event"] for e in events] == ["storage.selected"]  # the debug event is filtered
+
+
+def test_log_format_console_is_for_people(engine_env):
+    result = engine_env.run("--log-level", "debug", "info", check=True)
+    lines = result.stderr.splitlines()
+    assert any("storage.selected" in line and "source=auto" in line for line in lines)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(lines[0])
+
+
+def test_default_log_level_is_quiet(engine_env):
+    result = engine_env.run("info", check=True)
+    assert result.stderr == ""
+
+
+def test_unknown_command_is_a_usage_error(engine_env):
+    result = engine_env.run("no-such-command")
+    assert result.returncode == 2
+    assert "No such command 'no-such-command'" in result.stderr
+
+
+def test_info_text_shows_settings_sources_drivers_and_storage_status(engine_env):
+    result = engine_env.run("-s", "vfs", "info", check=True)
+    out = result.stdout
+    assert f"Config file: {engine_env.config_path}" in out
+    assert any(line.split() == ["storage-driver", "vfs", "flag"] for line in out.splitlines())
+    assert any(line.split()[:4] == ["storage", "vfs", "vfs", "ok"] for line in out.splitlines())
+    assert "Storage driver: vfs" in out
+    assert f"Root Dir: {engine_env.data_root / 'storage' / 'vfs'}" in out
+
+
+def test_engine_error_is_one_line_with_exit_status(engine_env):
+    result = engine_env.run("--storage-driver", "nosuch", "plugins")
+    # `plugins` does not need a storage driver: it lists, it does not select.
+    assert result.returncode == 0
+    result = engine_env.run("--storage-driver", "nosuch", "info")
+    assert result.returncode == 2
+    assert one_line_error(result).startswith("pyengine: error: unknown storage driver 'nosuch' (--storage-driver)")
