@@ -13,10 +13,17 @@ class Isolator(Protocol):
     name: str
 
     def prepare(self, container_id: str, spec: dict[str, Any]) -> dict[str, Any]:
-        """Set up host-side resources before the process starts; return state to persist."""
+        """Set up host-side resources before the process starts; return state to persist.
+
+        Called by ``pyengine.runtime.launch.launch`` before it forks; raise a PyEngineError
+        when the spec asks for what this host cannot give."""
 
     def enter(self, container_id: str, spec: dict[str, Any], pid: int) -> None:
-        """Confine the started process ``pid`` (move it into a cgroup, ...)."""
+        """Confine the started process ``pid`` (move it into a cgroup, ...).
+
+        Called on the host side with the host pid of the container's PID 1 (or of an
+        ``exec``'d process) while it waits on a pipe: after its fork, before it unshares its
+        cgroup namespace, drops privileges and execs. Raising kills it and fails the launch."""
 
     def stats(self, container_id: str) -> dict[str, Any]:
         """Resource usage of the container, for ``stats`` and ``inspect``."""

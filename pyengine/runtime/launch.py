@@ -1,0 +1,693 @@
+"""The launcher: starts a container's process from an OCI runtime spec, and joins a running
+container for ``exec``.
+
+Owns the fork, the child-side setup (namespaces, rootfs + pivot_root, /proc masks, minimal
+/dev, hostname, rlimits, user, capabilities, no_new_privs, seccomp, exec) and the pipes that
+report a setup failure as one line. Calls only ``pyengine.runtime.kernel`` for the kernel and
+the isolators' ``prepare``/``enter`` on the host side.
+
+The container's PID 1 is a direct child of the caller: the caller unshares its pid namespace
+*for children* only, forks, and moves its children's namespace back, so no intermediate
+process stays alive (and costs memory) per container.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import resource
+import signal
+import stat
+import struct
+import sys
+import termios
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from pyengine.errors import PyEngineError
+from pyengine.runtime import kernel as k
+
+# Imported here, not in the child: after pivot_root the host's modules are out of reach.
+from pyengine.runtime.spec import RLIMIT_NAMES
+
+
+def _log_info(event: str, **fields: Any) -> None:
+    # structlog costs ~45 ms to import (it pulls in asyncio), most of the launch budget: log
+    # when the caller (the CLI, the monitor) has configured it, never import it just for this.
+    structlog = sys.modules.get("structlog")
+    if structlog is not None:
+        structlog.get_logger("pyengine.runtime").info(event, **fields)
+
+_SETUP_FAILED = 125
+_CANNOT_EXECUTE = 126
+_NOT_FOUND = 127
+
+
+class ContainerStartError(PyEngineError):
+    """The container's process could not be set up or executed; ``exit_code`` is Docker's
+    (125 setup, 126 cannot execute, 127 not found)."""
+
+    def __init__(self, message: str, exit_code: int = _SETUP_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Process:
+    """A started container process (or exec'd process): the caller is its parent."""
+
+    def __init__(self, pid: int, tty_master: int | None, isolator_state: dict[str, Any] | None = None) -> None:
+        self.pid = pid
+        self.tty_master = tty_master
+        self.isolator_state = isolator_state or {}
+        self.returncode: int | None = None
+
+    def _status(self, status: int) -> int:
+        code = os.waitstatus_to_exitcode(status)
+        # Docker reports a death by signal N as 128+N.
+        self.returncode = 128 - code if code < 0 else code
+        return self.returncode
+
+    def wait(self) -> int:
+        """Reap the process; its exit code, 128+N for a death by signal N."""
+        if self.returncode is None:
+            while True:
+                try:
+                    _, status = os.waitpid(self.pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+            return self._status(status)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self._status(status)
+        return self.returncode
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.returncode is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the pty's window size (the process gets SIGWINCH)."""
+        if self.tty_master is not None:
+            set_window_size(self.tty_master, rows, cols)
+
+
+def set_window_size(fd: int, rows: int, cols: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+# -- host side ----------------------------------------------------------------------------
+def check_rlimits(spec: dict[str, Any]) -> None:
+    """Refuse, before forking, rlimits this host cannot grant: a hard limit above the
+    current one needs CAP_SYS_RESOURCE, which this process's bounding set may lack."""
+    can_raise = bool(k.capget()[0] & (1 << k.CAPABILITIES["CAP_SYS_RESOURCE"]))
+    for rlimit in spec.get("process", {}).get("rlimits") or []:
+        name = rlimit.get("type", "")
+        if name not in RLIMIT_NAMES:
+            raise ContainerStartError(f"unknown rlimit {name!r}")
+        soft, hard = int(rlimit["soft"]), int(rlimit["hard"])
+        short = name[len("RLIMIT_"):].lower()
+        if soft > hard and hard != resource.RLIM_INFINITY:
+            raise ContainerStartError(f"ulimit {short}: soft limit {soft} is above the hard limit {hard}")
+        _, current = resource.getrlimit(RLIMIT_NAMES[name])
+        above = current != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > current)
+        if above and not can_raise:
+            raise ContainerStartError(
+                f"ulimit {short}={soft}:{hard}: the hard limit is above this host's {current} and this "
+                f"host cannot raise it (no CAP_SYS_RESOURCE); use at most {current}")
+
+
+def _namespaces(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = spec.get("linux", {}).get("namespaces") or []
+    for entry in entries:
+        if entry.get("type") not in k.NAMESPACES:
+            raise ContainerStartError(f"unknown namespace type {entry.get('type')!r}")
+        if entry["type"] == "user":
+            raise ContainerStartError("user namespaces are not supported by this runtime")
+    return entries
+
+
+def launch(container_id: str, spec: dict[str, Any], isolators: Iterable[Any] = (),
+           stdin: int | None = None, stdout: int | None = None, stderr: int | None = None) -> Process:
+    """Start ``spec``'s process: prepare the isolators, fork the container's PID 1, let each
+    isolator ``enter`` it while it waits, then let it exec. Raises ContainerStartError with
+    Docker's exit code and the child's one-line reason when setup or exec fails.
+
+    With ``process.terminal`` a pty is allocated and its master is ``Process.tty_master``;
+    otherwise the given fds become the process's stdio (None: /dev/null for stdin, the
+    caller's own for stdout/stderr)."""
+    started = time.monotonic()
+    isolators = list(isolators)
+    namespaces = _namespaces(spec)
+    root = spec.get("root", {}).get("path")
+    if not root or not os.path.isdir(root):
+        raise ContainerStartError(f"the container's root filesystem {root!r} does not exist")
+    if not any(n["type"] == "mount" for n in namespaces):
+        raise ContainerStartError("a mount namespace is required to pivot into the root filesystem")
+    check_rlimits(spec)
+    if spec.get("linux", {}).get("seccomp"):
+        k.libseccomp()  # load it now: after pivot_root the host's library is out of reach
+    state: dict[str, Any] = {}
+    for isolator in isolators:
+        state[isolator.name] = isolator.prepare(container_id, spec)
+
+    process_spec = spec.get("process", {})
+    terminal = bool(process_spec.get("terminal"))
+    master = slave = None
+    if terminal:
+        master, slave = os.openpty()
+        size = process_spec.get("consoleSize") or {}
+        if size.get("height") and size.get("width"):
+            set_window_size(master, int(size["height"]), int(size["width"]))
+    pid_entry = next((n for n in namespaces if n["type"] == "pid"), None)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = _fork_in_pid_ns(pid_entry)
+    except BaseException:
+        for fd in (err_r, err_w, sync_r, sync_w, master, slave):
+            if fd is not None:
+                os.close(fd)
+        raise
+    if pid == 0:  # pragma: no cover - the child never returns
+        os.close(err_r)
+        os.close(sync_w)
+        if master is not None:
+            os.close(master)
+        _child_main(spec, namespaces, err_w, sync_r, slave, (stdin, stdout, stderr))
+    os.close(err_w)
+    os.close(sync_r)
+    if slave is not None:
+        os.close(slave)
+    process = Process(pid, master, state)
+    try:
+        for isolator in isolators:
+            isolator.enter(container_id, spec, pid)
+        os.write(sync_w, b"g")
+    except BaseException:
+        os.close(sync_w)
+        os.close(err_r)
+        process.kill()
+        process.wait()
+        if master is not None:
+            os.close(master)
+        raise
+    os.close(sync_w)
+    _await_exec(process, err_r)
+    _log_info("container.launched", container=container_id, pid=pid,
+             ms=round((time.monotonic() - started) * 1000, 1))
+    return process
+
+
+def _fork_in_pid_ns(entry: dict[str, Any] | None) -> int:
+    """fork(), with the child in a new pid namespace (or the one at ``entry['path']``).
+
+    unshare/setns of a pid namespace only changes where the caller's *next children* go, so
+    the caller moves back to its own namespace right after the fork."""
+    if entry is None:
+        return os.fork()
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    pid = -1
+    try:
+        if entry.get("path"):
+            target = os.open(entry["path"], os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                k.setns(target, k.CLONE_NEWPID)
+            finally:
+                os.close(target)
+        else:
+            k.unshare(k.CLONE_NEWPID)
+        pid = os.fork()
+        return pid
+    finally:
+        if pid != 0:
+            k.setns(own, k.CLONE_NEWPID)
+        os.close(own)
+
+
+def _await_exec(process: Process, err_r: int) -> None:
+    """Block until the child execs (its CLOEXEC error pipe closes) or reports a failure."""
+    chunks = []
+    while True:
+        data = os.read(err_r, 4096)
+        if not data:
+            break
+        chunks.append(data)
+    os.close(err_r)
+    if chunks:
+        text = b"".join(chunks).decode(errors="replace")
+        code, _, message = text.partition(" ")
+        process.wait()
+        if process.tty_master is not None:
+            os.close(process.tty_master)
+        raise ContainerStartError(message.strip() or "the container failed to start",
+                                  int(code) if code.isdigit() else _SETUP_FAILED)
+
+
+def exec_in(pid: int, spec: dict[str, Any], stdin: int | None = None, stdout: int | None = None,
+            stderr: int | None = None, isolators: Iterable[Any] = (), container_id: str = "") -> Process:
+    """Start ``spec``'s process inside the running container whose PID 1 is ``pid`` (host
+    pid): it joins every namespace of ``pid`` (the mount namespace puts it in the container's
+    root), each isolator ``enter``s it (cgroups), then it is confined like the container."""
+    started = time.monotonic()
+    check_rlimits(spec)
+    if spec.get("linux", {}).get("seccomp"):
+        k.libseccomp()  # load it now: after setns(mnt) the host's library is out of reach
+    process_spec = spec.get("process", {})
+    master = slave = None
+    if process_spec.get("terminal"):
+        master, slave = os.openpty()
+        size = process_spec.get("consoleSize") or {}
+        if size.get("height") and size.get("width"):
+            set_window_size(master, int(size["height"]), int(size["width"]))
+    fds: list[tuple[int, int]] = []
+    try:
+        for kind in ("ipc", "uts", "network", "cgroup", "mount"):
+            flag, name = k.NAMESPACES[kind]
+            path = f"/proc/{pid}/ns/{name}"
+            if os.stat(path).st_ino != os.stat(f"/proc/self/ns/{name}").st_ino:
+                fds.append((os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag))
+    except FileNotFoundError:
+        for fd, _ in fds:
+            os.close(fd)
+        raise ContainerStartError(f"the container's process {pid} is not running", 1) from None
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    pid_path = f"/proc/{pid}/ns/pid"
+    same_pid_ns = os.stat(pid_path).st_ino == os.stat("/proc/self/ns/pid").st_ino
+    child = _fork_in_pid_ns(None if same_pid_ns else {"type": "pid", "path": pid_path})
+    if child == 0:  # pragma: no cover - the child never returns
+        os.close(err_r)
+        os.close(sync_w)
+        if master is not None:
+            os.close(master)
+        try:
+            _setup_stdio(slave, (stdin, stdout, stderr))
+            for fd, flag in fds:
+                k.setns(fd, flag)
+                os.close(fd)
+            if not os.read(sync_r, 1):
+                os._exit(_SETUP_FAILED)
+            os.close(sync_r)
+            _confine_and_exec(spec, err_w)
+        except BaseException as exc:  # noqa: BLE001 - everything becomes one line for the parent
+            _fail(err_w, _SETUP_FAILED, _reason(exc))
+    for fd, _ in fds:
+        os.close(fd)
+    os.close(err_w)
+    os.close(sync_r)
+    if slave is not None:
+        os.close(slave)
+    process = Process(child, master)
+    try:
+        for isolator in isolators:
+            isolator.enter(container_id, spec, child)
+        os.write(sync_w, b"g")
+    except BaseException:
+        os.close(sync_w)
+        os.close(err_r)
+        process.kill()
+        process.wait()
+        raise
+    os.close(sync_w)
+    _await_exec(process, err_r)
+    _log_info("container.exec", container=container_id, pid=child, ms=round((time.monotonic() - started) * 1000, 1))
+    return process
+
+
+# -- child side ---------------------------------------------------------------------------
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
+
+
+def _fail(err_w: int, code: int, message: str) -> None:
+    try:
+        os.write(err_w, f"{code} {message}".encode(errors="replace")[:4000])
+    finally:
+        os._exit(code)
+
+
+def _setup_stdio(slave: int | None, stdio: tuple[int | None, int | None, int | None]) -> None:
+    os.setsid()
+    if slave is not None:
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        for target in (0, 1, 2):
+            os.dup2(slave, target)
+        if slave > 2:
+            os.close(slave)
+        return
+    stdin, stdout, stderr = stdio
+    if stdin is None:
+        stdin = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    # Copy first: a source fd may be one of 0-2 and be overwritten by an earlier dup2.
+    copies = [os.dup(fd) if fd is not None else None for fd in (stdin, stdout, stderr)]
+    for target, copy in enumerate(copies):
+        if copy is not None:
+            os.dup2(copy, target)
+            os.close(copy)
+
+
+def _child_main(spec: dict[str, Any], namespaces: list[dict[str, Any]], err_w: int, sync_r: int,
+                slave: int | None, stdio: tuple[int | None, int | None, int | None]) -> None:
+    """The container's PID 1 before exec: never returns."""
+    try:
+        console = os.ttyname(slave) if slave is not None else None
+        _setup_stdio(slave, stdio)
+        joined = []
+        unshare_flags = 0
+        for entry in namespaces:
+            flag, _ = k.NAMESPACES[entry["type"]]
+            if entry["type"] == "pid":
+                continue
+            if entry.get("path"):
+                joined.append((os.open(entry["path"], os.O_RDONLY | os.O_CLOEXEC), flag))
+            elif entry["type"] != "cgroup":  # after the parent moved us into our cgroup
+                unshare_flags |= flag
+        for fd, flag in joined:
+            k.setns(fd, flag)
+            os.close(fd)
+        if unshare_flags:
+            k.unshare(unshare_flags)
+        _setup_rootfs(spec, console)
+        if spec.get("hostname") and any(n["type"] == "uts" for n in namespaces):
+            k.sethostname(spec["hostname"])
+        if not os.read(sync_r, 1):  # the parent failed in enter(): stop here
+            os._exit(_SETUP_FAILED)
+        os.close(sync_r)
+        if any(n["type"] == "cgroup" and not n.get("path") for n in namespaces):
+            k.unshare(k.CLONE_NEWCGROUP)
+        if spec.get("annotations", {}).get("pyengine.init") == "true":
+            _become_init(err_w)
+        _confine_and_exec(spec, err_w)
+    except BaseException as exc:  # noqa: BLE001 - everything becomes one line for the parent
+        _fail(err_w, _SETUP_FAILED, _reason(exc))
+
+
+_FLAGS = {
+    "ro": (k.MS_RDONLY, True), "rw": (k.MS_RDONLY, False), "nosuid": (k.MS_NOSUID, True),
+    "suid": (k.MS_NOSUID, False), "nodev": (k.MS_NODEV, True), "dev": (k.MS_NODEV, False),
+    "noexec": (k.MS_NOEXEC, True), "exec": (k.MS_NOEXEC, False), "sync": (k.MS_SYNCHRONOUS, True),
+    "async": (k.MS_SYNCHRONOUS, False), "dirsync": (k.MS_DIRSYNC, True), "remount": (k.MS_REMOUNT, True),
+    "bind": (k.MS_BIND, True), "rbind": (k.MS_BIND | k.MS_REC, True), "noatime": (k.MS_NOATIME, True),
+    "atime": (k.MS_NOATIME, False), "nodiratime": (k.MS_NODIRATIME, True), "relatime": (k.MS_RELATIME, True),
+    "norelatime": (k.MS_RELATIME, False), "strictatime": (k.MS_STRICTATIME, True), "mand": (k.MS_MANDLOCK, True),
+}
+_PROPAGATION = {
+    "private": k.MS_PRIVATE, "rprivate": k.MS_PRIVATE | k.MS_REC, "slave": k.MS_SLAVE,
+    "rslave": k.MS_SLAVE | k.MS_REC, "shared": k.MS_SHARED, "rshared": k.MS_SHARED | k.MS_REC,
+    "unbindable": k.MS_UNBINDABLE, "runbindable": k.MS_UNBINDABLE | k.MS_REC,
+}
+
+
+def parse_mount_options(options: list[str]) -> tuple[int, int, str]:
+    """OCI mount options -> (mount flags, propagation flags, data string)."""
+    flags = propagation = 0
+    data = []
+    for option in options:
+        if option in _FLAGS:
+            bit, on = _FLAGS[option]
+            flags = flags | bit if on else flags & ~bit
+        elif option in _PROPAGATION:
+            propagation |= _PROPAGATION[option]
+        else:
+            data.append(option)
+    return flags, propagation, ",".join(data)
+
+
+def resolve_in_root(root: str, path: str) -> str:
+    """``path`` inside ``root`` with every symlink resolved as if ``root`` were ``/``: an image
+    cannot point a mount destination outside its root filesystem."""
+    parts = deque(p for p in path.split("/") if p)
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.popleft()
+        if part == ".":
+            continue
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, part)
+        if os.path.islink(candidate):
+            hops += 1
+            if hops > 40:
+                raise OSError(errno.ELOOP, "too many levels of symbolic links", path)
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts.extendleft(reversed([p for p in target.split("/") if p]))
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved)
+
+
+def _mount_one(root: str, mount: dict[str, Any]) -> None:
+    destination = resolve_in_root(root, mount["destination"])
+    kind = mount.get("type") or "bind"
+    flags, propagation, data = parse_mount_options(list(mount.get("options") or []))
+    source = mount.get("source") or kind
+    is_bind = kind == "bind" or flags & k.MS_BIND
+    if is_bind and not os.path.isdir(source):
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        if not os.path.lexists(destination):
+            os.close(os.open(destination, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+    else:
+        os.makedirs(destination, exist_ok=True)
+    if is_bind:
+        k.mount(source, destination, None, k.MS_BIND | (flags & k.MS_REC))
+        extra = flags & ~(k.MS_BIND | k.MS_REC)
+        if extra:
+            # Bind mounts ignore flags on creation: a remount applies ro/nosuid/...
+            k.mount(None, destination, None, k.MS_BIND | k.MS_REMOUNT | extra)
+    else:
+        k.mount(source, destination, kind, flags, data or None)
+    if propagation:
+        k.mount(None, destination, None, propagation)
+
+
+def _setup_rootfs(spec: dict[str, Any], console: str | None) -> None:
+    linux = spec.get("linux", {})
+    root = os.path.realpath(spec["root"]["path"])
+    propagation = _PROPAGATION.get(linux.get("rootfsPropagation") or "rprivate", k.MS_PRIVATE | k.MS_REC)
+    # Nothing we mount may leak to the host, and host mounts must not follow us in.
+    k.mount(None, "/", None, k.MS_PRIVATE | k.MS_REC)
+    k.mount(root, root, None, k.MS_BIND | k.MS_REC)
+    for mount in spec.get("mounts") or []:
+        try:
+            _mount_one(root, mount)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ContainerStartError(f"cannot mount {mount.get('source') or mount.get('type')} on "
+                                      f"{mount['destination']}: {reason}") from None
+    dev = resolve_in_root(root, "/dev")
+    for device in linux.get("devices") or []:
+        _make_device(root, device)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        _symlink(target, os.path.join(dev, name))
+    if os.path.isdir(os.path.join(dev, "pts")):
+        _symlink("pts/ptmx", os.path.join(dev, "ptmx"))
+    if console:
+        path = os.path.join(dev, "console")
+        if not os.path.lexists(path):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        k.mount(console, path, None, k.MS_BIND)
+    if propagation != k.MS_PRIVATE | k.MS_REC:
+        k.mount(None, root, None, propagation)
+    os.chdir(root)
+    # pivot_root(".", ".") stacks the old root on the new one; detaching it leaves only ours.
+    k.pivot_root(".", ".")
+    k.umount2(".", k.MNT_DETACH)
+    os.chdir("/")
+    for key, value in (linux.get("sysctl") or {}).items():
+        # Before /proc/sys turns read-only; namespaced keys only change this container.
+        with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+            f.write(str(value))
+    for path in linux.get("maskedPaths") or []:
+        _mask(path)
+    for path in linux.get("readonlyPaths") or []:
+        _readonly(path)
+    if spec["root"].get("readonly"):
+        k.mount(None, "/", None, k.MS_BIND | k.MS_REMOUNT | k.MS_RDONLY)
+
+
+def _symlink(target: str, path: str) -> None:
+    try:
+        os.symlink(target, path)
+    except FileExistsError:
+        pass
+
+
+def _make_device(root: str, device: dict[str, Any]) -> None:
+    path = resolve_in_root(root, device["path"])
+    kind = stat.S_IFCHR if device.get("type", "c") == "c" else stat.S_IFBLK
+    mode = int(device.get("fileMode", 0o666)) & 0o7777
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.lexists(path):
+        os.unlink(path)
+    try:
+        os.mknod(path, kind | mode, os.makedev(int(device["major"]), int(device["minor"])))
+    except PermissionError:
+        # Without CAP_MKNOD (or on a nodev mount) bind the host's node instead.
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+        k.mount(device["path"], path, None, k.MS_BIND)
+        return
+    os.chmod(path, mode)  # mknod's mode went through the umask
+    os.chown(path, int(device.get("uid", 0)), int(device.get("gid", 0)))
+
+
+def _mask(path: str) -> None:
+    try:
+        if os.path.isdir(path):
+            k.mount("tmpfs", path, "tmpfs", k.MS_RDONLY)
+        else:
+            k.mount("/dev/null", path, None, k.MS_BIND)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            raise
+
+
+def _readonly(path: str) -> None:
+    try:
+        k.mount(path, path, None, k.MS_BIND | k.MS_REC)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return
+        raise
+    k.mount(None, path, None, k.MS_BIND | k.MS_REMOUNT | k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+
+
+def _cap_mask(names: list[str] | None) -> int:
+    mask = 0
+    for name in names or []:
+        number = k.CAPABILITIES.get(name if name.startswith("CAP_") else "CAP_" + name)
+        if number is None:
+            raise ValueError(f"unknown capability {name!r}")
+        mask |= 1 << number
+    return mask
+
+
+def _confine_and_exec(spec: dict[str, Any], err_w: int) -> None:
+    """rlimits, cwd, capabilities, seccomp, user, no_new_privs, then exec: never returns."""
+    process = spec.get("process", {})
+    if process.get("oomScoreAdj") is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(int(process["oomScoreAdj"])))
+    for rlimit in process.get("rlimits") or []:
+        try:
+            resource.setrlimit(RLIMIT_NAMES[rlimit["type"]], (int(rlimit["soft"]), int(rlimit["hard"])))
+        except (ValueError, OSError) as exc:
+            _fail(err_w, _SETUP_FAILED, f"setrlimit {rlimit['type']} {rlimit['soft']}:{rlimit['hard']}: {exc}")
+    cwd = process.get("cwd") or "/"
+    os.makedirs(cwd, exist_ok=True)
+    os.chdir(cwd)
+    caps = process.get("capabilities")
+    permitted_before = k.capget()[1]
+    if caps is not None:
+        bounding = _cap_mask(caps.get("bounding"))
+        k.bounding_drop({n for n in range(64) if bounding >> n & 1})
+    seccomp = spec.get("linux", {}).get("seccomp")
+    if seccomp and k.libseccomp() is not None:
+        denied = [name for rule in seccomp.get("syscalls") or [] if rule.get("action") == "SCMP_ACT_ERRNO"
+                  for name in rule.get("names") or []]
+        errno_ret = next((int(r.get("errnoRet", errno.EPERM)) for r in seccomp.get("syscalls") or []), errno.EPERM)
+        k.seccomp_load_denylist(denied, errno_ret, set_nnp=bool(process.get("noNewPrivileges")))
+    user = process.get("user") or {}
+    uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
+    if caps is not None:
+        # Keep the permitted set across setuid to a non-root user; capset trims it below.
+        k.prctl(k.PR_SET_KEEPCAPS, 1)
+    os.setgroups([int(g) for g in user.get("additionalGids") or []])
+    os.setgid(gid)
+    os.setuid(uid)
+    if caps is not None:
+        # A capability the host itself lacks (here CAP_SYS_RESOURCE) cannot be granted:
+        # --privileged means every capability this host has.
+        available = permitted_before
+        k.capset(_cap_mask(caps.get("effective")) & available, _cap_mask(caps.get("permitted")) & available,
+                 _cap_mask(caps.get("inheritable")) & available)
+        ambient = _cap_mask(caps.get("ambient"))
+        if ambient:
+            k.ambient_raise({n for n in range(64) if ambient >> n & 1})
+    if process.get("noNewPrivileges"):
+        k.set_no_new_privs()
+    _exec(process, err_w)
+
+
+def _exec(process: dict[str, Any], err_w: int) -> None:
+    args = list(process.get("args") or [])
+    if not args:
+        _fail(err_w, _SETUP_FAILED, "no command specified")
+    env = dict(item.partition("=")[::2] for item in process.get("env") or [])
+    command = args[0]
+    if "/" in command:
+        candidates = [command]
+    else:
+        search = env.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        candidates = [os.path.join(d or ".", command) for d in search.split(":")]
+        candidates = [c for c in candidates if os.path.isfile(c)]
+        if not candidates:
+            _fail(err_w, _NOT_FOUND, f'exec: "{command}": executable file not found in $PATH')
+    # Python ignores SIGPIPE and SIGXFSZ, and the caller may block or ignore more: an ignored
+    # signal or a blocked mask would survive exec, so the command starts with defaults.
+    for sig in range(1, signal.NSIG):
+        try:
+            if signal.getsignal(sig) is signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    # Only stdio crosses into the container: every other fd the caller had closes on exec.
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) > 2:
+            try:
+                os.set_inheritable(int(name), False)
+            except OSError:
+                pass
+    try:
+        os.execve(candidates[0], args, env)
+    except FileNotFoundError:
+        _fail(err_w, _NOT_FOUND, f'exec: "{command}": no such file or directory')
+    except OSError as exc:
+        _fail(err_w, _CANNOT_EXECUTE, f'exec: "{command}": {(exc.strerror or str(exc)).lower()}')
+
+
+def _become_init(err_w: int) -> None:
+    """``--init``: stay PID 1 as a minimal init that forwards signals to the command and reaps
+    zombies; the command runs in a child. Returns in that child only."""
+    child = os.fork()
+    if child == 0:
+        return
+    os.close(err_w)  # the command's exec closes its copy: the parent sees EOF then
+    forwarded = [s for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
+    for sig in forwarded:
+        try:
+            signal.signal(sig, lambda number, _frame: os.kill(child, number))
+        except (OSError, ValueError):
+            pass
+    while True:
+        try:
+            pid, status = os.wait()
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            os._exit(0)
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else code)

@@ -1,0 +1,150 @@
+"""The kernel seam against the real kernel (each call in a forked child, so this process is
+never changed), and the pure helpers above it without root."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need_root
+
+pytestmark = pytest.mark.root
+
+
+def in_child(body) -> int:  # noqa: ANN001
+    """Run ``body()`` in a forked child; its return value (an int) is the exit status."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(int(body()))
+        except BaseException:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+            os._exit(99)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_unshare_and_mount_stay_in_the_new_mount_namespace(tmp_path: Path) -> None:
+    from pyengine.runtime import kernel as k
+
+    need_root()
+    target = tmp_path / "m"
+    target.mkdir()
+
+    def body() -> int:
+        k.unshare(k.CLONE_NEWNS | k.CLONE_NEWUTS)
+        k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+        k.mount("tmpfs", str(target), "tmpfs", k.MS_NOSUID, "size=1m")
+        (target / "f").write_text("x")
+        k.sethostname("seam-test")
+        ok = os.uname().nodename == "seam-test" and (target / "f").exists()
+        k.umount2(str(target), k.MNT_DETACH)
+        return 0 if ok else 1
+
+    assert in_child(body) == 0
+    assert not (target / "f").exists()
+    assert os.uname().nodename != "seam-test"
+
+
+def test_mount_error_carries_the_errno_and_path() -> None:
+    from pyengine.runtime import kernel as k
+
+    need_root()
+
+    def body() -> int:
+        k.unshare(k.CLONE_NEWNS)
+        try:
+            k.mount("/no/such/source", "/no/such/target", None, k.MS_BIND)
+        except OSError as exc:
+            return 0 if exc.errno == errno.ENOENT and exc.filename == "/no/such/target" else 2
+        return 1
+
+    assert in_child(body) == 0
+
+
+def test_bounding_drop_and_capset_reduce_capabilities() -> None:
+    from pyengine.runtime import kernel as k
+
+    need_root()
+
+    def body() -> int:
+        keep = {k.CAPABILITIES["CAP_CHOWN"], k.CAPABILITIES["CAP_KILL"]}
+        k.bounding_drop(keep)
+        mask = sum(1 << c for c in keep)
+        k.capset(mask, mask, 0)
+        effective, permitted, _ = k.capget()
+        bounding = [c for c in range(k.last_cap() + 1) if k.prctl(k.PR_CAPBSET_READ, c) == 1]
+        return 0 if (effective, permitted, set(bounding)) == (mask, mask, keep) else 1
+
+    assert in_child(body) == 0
+
+
+def test_seccomp_denylist_makes_keyctl_fail_with_eperm() -> None:
+    from pyengine.runtime import kernel as k
+
+    if k.libseccomp() is None:
+        pytest.skip("needs libseccomp2")
+    libc = ctypes.CDLL(None, use_errno=True)
+    sys_keyctl = 250  # x86_64
+    KEYCTL_GET_KEYRING_ID = 0
+
+    def body() -> int:
+        k.seccomp_load_denylist(["keyctl", "no_such_syscall_name"], errno.EPERM, set_nnp=True)
+        rc = libc.syscall(sys_keyctl, KEYCTL_GET_KEYRING_ID, -3, 0)
+        return 0 if rc == -1 and ctypes.get_errno() == errno.EPERM else 1
+
+    assert in_child(body) == 0
+    # Without the filter the same call is not refused with EPERM.
+    rc = libc.syscall(sys_keyctl, KEYCTL_GET_KEYRING_ID, -3, 0)
+    assert rc >= 0 or ctypes.get_errno() != errno.EPERM
+
+
+def test_parse_mount_options() -> None:
+    from pyengine.runtime import kernel as k
+    from pyengine.runtime.launch import parse_mount_options
+
+    flags, propagation, data = parse_mount_options(["rbind", "ro", "nosuid", "rslave", "mode=755", "size=1m"])
+    assert flags == k.MS_BIND | k.MS_REC | k.MS_RDONLY | k.MS_NOSUID
+    assert propagation == k.MS_SLAVE | k.MS_REC
+    assert data == "mode=755,size=1m"
+    assert parse_mount_options(["ro", "rw"])[0] == 0
+
+
+def test_resolve_in_root_never_leaves_the_root(tmp_path: Path) -> None:
+    from pyengine.runtime.launch import resolve_in_root
+
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "abs").symlink_to("/etc")
+    (root / "up").symlink_to("../../../../..")
+    (root / "loop").symlink_to("loop")
+    assert resolve_in_root(str(root), "/abs/hosts") == str(root / "etc" / "hosts")
+    assert resolve_in_root(str(root), "/up/etc/passwd") == str(root / "etc" / "passwd")
+    assert resolve_in_root(str(root), "/../../x") == str(root / "x")
+    with pytest.raises(OSError):
+        resolve_in_root(str(root), "/loop/x")
+
+
+def test_default_spec_matches_docker_defaults() -> None:
+    from pyengine.runtime.spec import DEFAULT_CAPABILITIES, default_spec
+
+    spec = default_spec(["true"], "/r")
+    assert len(DEFAULT_CAPABILITIES) == 14
+    assert spec["process"]["capabilities"]["bounding"] == DEFAULT_CAPABILITIES
+    assert "/proc/kcore" in spec["linux"]["maskedPaths"] and "/proc/sys" in spec["linux"]["readonlyPaths"]
+    destinations = {m["destination"] for m in spec["mounts"]}
+    assert destinations >= {"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys"}
+    assert {n["type"] for n in spec["linux"]["namespaces"]} == {"pid", "network", "ipc", "uts", "mount", "cgroup"}
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    nofile = spec["process"]["rlimits"][0]
+    assert nofile["type"] == "RLIMIT_NOFILE" and (hard == resource.RLIM_INFINITY or nofile["hard"] <= hard)
+    privileged = default_spec(["true"], "/r", privileged=True)
+    assert not privileged["linux"]["maskedPaths"] and "seccomp" not in privileged["linux"]
+    assert "CAP_SYS_ADMIN" in privileged["process"]["capabilities"]["bounding"]
