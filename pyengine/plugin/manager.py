@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-import structlog
+from pyengine.log import get_logger
 
 from pyengine.drivers import DRIVER_KINDS, DriverSpec
 from pyengine.errors import PluginError
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from pyengine.drivers.registry import Credentials
 
-log = structlog.get_logger("pyengine.plugins")
+log = get_logger("pyengine.plugins")
 
 #: every hook a plugin may implement
 HOOK_NAMES = frozenset(name for name in dir(spec) if name.startswith("pyengine_"))

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pyengine.errors import PyEngineError
+from pyengine.log import get_logger
 from pyengine.runtime import kernel as k
 
 # Imported here, not in the child: after pivot_root the host's modules are out of reach.
@@ -35,11 +36,8 @@ from pyengine.runtime.spec import RLIMIT_NAMES
 
 
 def _log_info(event: str, **fields: Any) -> None:
-    # structlog costs ~45 ms to import (it pulls in asyncio), most of the launch budget: log
-    # when the caller (the CLI, the monitor) has configured it, never import it just for this.
-    structlog = sys.modules.get("structlog")
-    if structlog is not None:
-        structlog.get_logger("pyengine.runtime").info(event, **fields)
+    get_logger("pyengine.runtime").info(event, **fields)
+
 
 _SETUP_FAILED = 125
 _CANNOT_EXECUTE = 126
@@ -364,6 +362,9 @@ def _child_main(spec: dict[str, Any], namespaces: list[dict[str, Any]], err_w: i
                 slave: int | None, stdio: tuple[int | None, int | None, int | None]) -> None:
     """The container's PID 1 before exec: never returns."""
     try:
+        # PID 1 dies with its parent (the monitor), so a killed monitor never leaves an
+        # unsupervised container behind; the next command records it as exited.
+        k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
         console = os.ttyname(slave) if slave is not None else None
         _setup_stdio(slave, stdio)
         joined = []

@@ -7,12 +7,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import structlog
+from pyengine.log import get_logger
 
 from pyengine.drivers import DriverContext
 from pyengine.errors import DriverNotSupported
 
-log = structlog.get_logger("pyengine.namespaces")
+log = get_logger("pyengine.namespaces")
 
 
 def probe(ctx: DriverContext) -> None:
