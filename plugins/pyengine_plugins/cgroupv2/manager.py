@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import structlog
+from pyengine.log import get_logger
 
 from pyengine.cgroups import CgroupOptions, check_container_id, options_of
 from pyengine.cgroups.convert import (
@@ -27,7 +27,7 @@ from pyengine.cgroups.record import PathRecords
 from pyengine.drivers import DriverContext
 from pyengine.errors import DriverError, DriverNotSupported
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 def probe(ctx: DriverContext, host: HostCgroups | None = None, fs: CgroupFS | None = None) -> None:
