@@ -7,12 +7,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import structlog
+from pyengine.log import get_logger
 
 from pyengine.drivers import DriverContext
-from pyengine.errors import DriverError, NotFound
+from pyengine.drivers.counts import MountCounts
+from pyengine.errors import Conflict, DriverError, NotFound
 
-log = structlog.get_logger("pyengine.storage.vfs")
+log = get_logger("pyengine.storage.vfs")
 
 
 class VfsDriver:
@@ -23,6 +24,9 @@ class VfsDriver:
     def __init__(self, ctx: DriverContext) -> None:
         self.root = ctx.state_dir
         self.dirs = self.root / "dir"
+        # Each layer's parent, so that a layer with children is not removed.
+        self.parents = self.root / "parents"
+        self.counts = MountCounts(ctx.run_root / "storage" / "vfs")
 
     def _path(self, layer_id: str) -> Path:
         if not layer_id or "/" in layer_id or layer_id in (".", ".."):
@@ -56,25 +60,58 @@ class VfsDriver:
             if result.returncode != 0:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise DriverError(f"copying layer {parent}: {result.stderr.strip()}")
+        self.parents.mkdir(parents=True, exist_ok=True)
+        (self.parents / layer_id).write_text(parent or "")
         os.rename(tmp, target)
         log.debug("layer.created", layer=layer_id, parent=parent)
+
+    def _children(self, layer_id: str) -> list[str]:
+        children = []
+        for record in self.parents.iterdir() if self.parents.is_dir() else []:
+            try:
+                if record.read_text() == layer_id:
+                    children.append(record.name)
+            except FileNotFoundError:  # removed by another process meanwhile
+                continue
+        return children
 
     def remove(self, layer_id: str) -> None:
         target = self._path(layer_id)
         if not target.exists():
             return
-        trash = self.dirs / f".rm-{layer_id}"
-        os.rename(target, trash)
+        with self.counts.locked(layer_id) as count:
+            if count.value > 0:
+                raise Conflict(f"layer {layer_id} is in use")
+            children = self._children(layer_id)
+            if children:
+                raise Conflict(f"layer {layer_id} has {len(children)} child layer(s)")
+            trash = self.dirs / f".rm-{layer_id}"
+            os.rename(target, trash)
+            try:
+                (self.parents / layer_id).unlink()
+            except FileNotFoundError:
+                pass
         shutil.rmtree(trash)
 
     def get(self, layer_id: str) -> Path:
         target = self._path(layer_id)
         if not target.is_dir():
             raise NotFound(f"layer {layer_id} does not exist")
+        with self.counts.locked(layer_id) as count:
+            count.value += 1
         return target
 
     def put(self, layer_id: str) -> None:
         self._path(layer_id)
+        with self.counts.locked(layer_id) as count:
+            count.value = max(0, count.value - 1)
+
+    def _view(self, layer_id: str) -> Path:
+        """The layer's tree without taking a reference (the diff side reads it in place)."""
+        target = self._path(layer_id)
+        if not target.is_dir():
+            raise NotFound(f"layer {layer_id} does not exist")
+        return target
 
     def exists(self, layer_id: str) -> bool:
         return self._path(layer_id).is_dir()
@@ -85,3 +122,27 @@ class VfsDriver:
 
     def cleanup(self) -> None:
         pass
+
+    # -- the diff side: the core's naive diff over full copies ------------------------------
+    def _parent_path(self, parent: str | None) -> Path | None:
+        return self._view(parent) if parent else None
+
+    def diff(self, layer_id: str, parent: str | None):  # noqa: ANN201 - a binary stream
+        from pyengine.layers.diff import export_diff
+
+        return export_diff(self._view(layer_id), self._parent_path(parent))
+
+    def changes(self, layer_id: str, parent: str | None) -> list[tuple[str, str]]:
+        from pyengine.layers.diff import changes
+
+        return changes(self._view(layer_id), self._parent_path(parent))
+
+    def apply_diff(self, layer_id: str, parent: str | None, diff) -> int:  # noqa: ANN001
+        from pyengine.layers.extract import apply_layer
+
+        return apply_layer(self._view(layer_id), diff, whiteouts="delete")
+
+    def diff_size(self, layer_id: str, parent: str | None) -> int:
+        from pyengine.layers.diff import diff_size
+
+        return diff_size(self._view(layer_id), self._parent_path(parent))

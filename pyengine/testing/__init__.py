@@ -1,0 +1,1 @@
+"""Test support that ships with the engine, so third-party plugins can use it too."""
