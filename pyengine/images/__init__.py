@@ -1,0 +1,1 @@
+"""The image side of the engine: the content-addressed store, references and archives."""

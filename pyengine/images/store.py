@@ -1,0 +1,776 @@
+"""The content-addressed image store: blobs, image records, layer records and tags.
+
+Owns everything under ``<data-root>/blobs`` and ``<data-root>/images``. Layers are applied
+through the storage driver protocol (the chain ID hex is the driver's layer id); compressed
+layers are opened by ``pyengine.layers.extract``. Every mutation runs under one flock and
+writes in the order blobs -> driver layers -> layer records -> image record -> tags, so a
+SIGKILL at any point never leaves a tag pointing at something missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from pyengine.errors import Conflict, InvalidArchive, NotFound, PyEngineError, UsageError
+from pyengine.images import media
+from pyengine.images.reference import DIGEST_RE, Reference, looks_like_id, parse_reference
+
+log = structlog.get_logger("pyengine.images")
+
+CHUNK = 1 << 20
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """The OCI chain IDs of a layer list: ChainID(n) = sha256(ChainID(n-1) + " " + DiffID(n))."""
+    out: list[str] = []
+    for diff_id in diff_ids:
+        out.append(diff_id if not out else "sha256:" + sha256_hex(f"{out[-1]} {diff_id}".encode()))
+    return out
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp name, fsync, rename, fsync the directory."""
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dump(obj: Any) -> bytes:
+    return json.dumps(obj, indent=1, sort_keys=True).encode()
+
+
+class HashingReader:
+    """A read-only stream that hashes (and counts) every byte read through it."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.hash.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+
+@dataclass
+class Image:
+    """An image as the store knows it, and as ``inspect`` and the container engine see it."""
+
+    id: str
+    config_digest: str
+    image_config: dict[str, Any]
+    manifests: list[str]
+    indexes: dict[str, str]
+    layers: list[str]          # chain ids, bottom first
+    diff_ids: list[str]
+    layer_sizes: list[int]
+    created: str
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The container config part of the image config (Cmd, Env, ...)."""
+        return self.image_config.get("config") or {}
+
+    @property
+    def top_layer(self) -> str | None:
+        """The driver layer id of the topmost layer: what a container's layer sits on."""
+        return self.layers[-1][len("sha256:"):] if self.layers else None
+
+    @property
+    def manifest_digest(self) -> str:
+        return self.manifests[0]
+
+    @property
+    def size(self) -> int:
+        return sum(self.layer_sizes)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[len("sha256:"):][:12]
+
+
+class ImageStore:
+    """The image store of one data root; ``storage`` returns the started storage driver."""
+
+    def __init__(self, data_root: Path, storage: Callable[[], Any] | Any | None = None) -> None:
+        self.data_root = Path(data_root)
+        self.blob_dir = self.data_root / "blobs" / "sha256"
+        self.tmp_dir = self.data_root / "blobs" / "tmp"
+        self.root = self.data_root / "images"
+        self.image_dir = self.root / "records"
+        self.layer_dir = self.root / "layers"
+        self.tags_path = self.root / "tags.json"
+        self._storage = storage
+        self._lock_depth = 0
+        self._lock_fd: int | None = None
+        self.new_blobs: set[str] = set()
+
+    @classmethod
+    def for_engine(cls, engine: Any) -> ImageStore:
+        return cls(engine.config.data_root, lambda: engine.storage)
+
+    @property
+    def storage(self) -> Any:
+        if self._storage is None:
+            raise PyEngineError("no storage driver available to the image store")
+        return self._storage() if callable(self._storage) and not hasattr(self._storage, "create") \
+            else self._storage
+
+    def _ensure_dirs(self) -> None:
+        for path in (self.blob_dir, self.tmp_dir, self.image_dir, self.layer_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """The store's one lock (re-entrant within a process) around every mutation."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        self._ensure_dirs()
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lock_fd, self._lock_depth = fd, 1
+        try:
+            yield
+        finally:
+            self._lock_depth = 0
+            self._lock_fd = None
+            os.close(fd)
+
+    # -- blobs -----------------------------------------------------------------------------
+    def blob_path(self, digest: str) -> Path:
+        if not DIGEST_RE.match(digest):
+            raise InvalidArchive(f"unsupported or malformed digest {digest!r}")
+        return self.blob_dir / digest[len("sha256:"):]
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def read_blob(self, digest: str) -> bytes:
+        try:
+            return self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"blob {digest} is not in the store") from None
+
+    def ingest_blob(self, expected_digest: str | None, stream: IO[bytes], size: int | None = None) -> Path:
+        """Stream ``stream`` into the blob store; commit it only if its digest is the expected one.
+
+        With ``expected_digest`` None the digest is whatever the content hashes to. Returns the
+        blob's path (its name is the hex digest). Nothing is left behind on a mismatch.
+        """
+        if expected_digest is not None:
+            target = self.blob_path(expected_digest)
+            if target.is_file():
+                return target
+        self._ensure_dirs()
+        tmp = self.tmp_dir / f"ingest-{os.getpid()}-{uuid.uuid4().hex}"
+        digest = hashlib.sha256()
+        written = 0
+        try:
+            with open(tmp, "wb") as f:
+                while True:
+                    chunk = stream.read(CHUNK)
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    f.write(chunk)
+                    written += len(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+            actual = "sha256:" + digest.hexdigest()
+            if expected_digest is not None and actual != expected_digest:
+                raise InvalidArchive(f"blob {expected_digest} is corrupt: its content hashes to {actual}")
+            if size is not None and written != size:
+                raise InvalidArchive(f"blob {actual} has {written} bytes, expected {size}")
+            target = self.blob_path(actual)
+            if not target.exists():
+                os.rename(tmp, target)
+                _fsync_dir(self.blob_dir)
+                self.new_blobs.add(actual)
+            return target
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def ingest_bytes(self, data: bytes, expected_digest: str | None = None) -> str:
+        import io
+
+        path = self.ingest_blob(expected_digest, io.BytesIO(data), len(data))
+        return "sha256:" + path.name
+
+    def discard_new_blobs(self) -> None:
+        """Remove blobs this process ingested that no image references (after a failed load)."""
+        with self.lock():
+            referenced = self._referenced_blobs()
+            for digest in sorted(self.new_blobs - referenced):
+                with contextlib.suppress(FileNotFoundError):
+                    self.blob_path(digest).unlink()
+                log.info("blob.discarded", digest=digest)
+            self.new_blobs.clear()
+
+    # -- records ---------------------------------------------------------------------------
+    def _read_json(self, path: Path) -> Any:
+        try:
+            return json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            raise PyEngineError(f"store file {path} is corrupt ({exc}); run `pyengine system check --repair`") from None
+
+    def tags(self) -> dict[str, str]:
+        return self._read_json(self.tags_path) or {}
+
+    def _write_tags(self, tags: dict[str, str]) -> None:
+        self._ensure_dirs()
+        write_atomic(self.tags_path, _dump(dict(sorted(tags.items()))))
+
+    def image_records(self) -> dict[str, dict[str, Any]]:
+        if not self.image_dir.is_dir():
+            return {}
+        out = {}
+        for path in self.image_dir.iterdir():
+            if path.name.startswith(".") or not path.name.endswith(".json"):
+                continue
+            record = self._read_json(path)
+            if record:
+                out[record["id"]] = record
+        return out
+
+    def layer_records(self) -> dict[str, dict[str, Any]]:
+        if not self.layer_dir.is_dir():
+            return {}
+        out = {}
+        for path in self.layer_dir.iterdir():
+            if path.name.startswith(".") or not path.name.endswith(".json"):
+                continue
+            record = self._read_json(path)
+            if record:
+                out[record["chain_id"]] = record
+        return out
+
+    def _layer_path(self, chain_id: str) -> Path:
+        return self.layer_dir / f"{chain_id[len('sha256:'):]}.json"
+
+    def _image_path(self, image_id: str) -> Path:
+        return self.image_dir / f"{image_id[len('sha256:'):]}.json"
+
+    def _image(self, record: dict[str, Any], tags: dict[str, str] | None = None) -> Image:
+        tags = self.tags() if tags is None else tags
+        digests = set(record["manifests"]) | set(record.get("indexes", {}))
+        return Image(id=record["id"], config_digest=record["id"],
+                     image_config=json.loads(self.read_blob(record["id"])),
+                     manifests=record["manifests"], indexes=record.get("indexes", {}),
+                     layers=record["layers"], diff_ids=record["diff_ids"],
+                     layer_sizes=record["layer_sizes"], created=record.get("created", ""),
+                     tags=sorted(ref for ref, digest in tags.items() if digest in digests))
+
+    def _referenced_blobs(self) -> set[str]:
+        refs: set[str] = set()
+        for record in self.image_records().values():
+            refs.add(record["id"])
+            refs.update(record["manifests"])
+            refs.update(record.get("indexes", {}))
+            refs.update(record.get("layer_blobs", []))
+        return refs
+
+    # -- lookups ---------------------------------------------------------------------------
+    def images(self) -> list[Image]:
+        tags = self.tags()
+        return [self._image(r, tags) for r in self.image_records().values()]
+
+    def _image_for_digest(self, digest: str, records: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+        for record in records.values():
+            if digest in record["manifests"] or digest in record.get("indexes", {}):
+                return record
+        return None
+
+    def resolve_image(self, image_ref: str) -> Image:
+        """The image a user names by tag, digest reference, full or short ID; NotFound if none."""
+        records = self.image_records()
+        if looks_like_id(image_ref):
+            hexpart = image_ref[len("sha256:"):] if image_ref.startswith("sha256:") else image_ref
+            matches = [r for r in records if r[len("sha256:"):].startswith(hexpart)]
+            if len(matches) > 1:
+                raise Conflict(f"image ID prefix {image_ref} is ambiguous")
+            if matches:
+                return self._image(records[matches[0]])
+            if image_ref.startswith("sha256:"):
+                raise NotFound(f"No such image: {image_ref}")
+        try:
+            ref = parse_reference(image_ref)
+        except UsageError:
+            raise NotFound(f"No such image: {image_ref}") from None
+        tags = self.tags()
+        if ref.digest:
+            record = self._image_for_digest(ref.digest, records)
+        else:
+            digest = tags.get(str(ref))
+            record = self._image_for_digest(digest, records) if digest else None
+        if record is None:
+            raise NotFound(f"No such image: {image_ref}")
+        return self._image(record, tags)
+
+    def rootfs_layer(self, image_ref: str) -> str | None:
+        """The driver layer id (chain ID hex) of the image's top layer; None for an empty image."""
+        return self.resolve_image(image_ref).top_layer
+
+    def image_config(self, image_ref: str) -> dict[str, Any]:
+        """The image's whole config (the OCI/Docker image config JSON)."""
+        return self.resolve_image(image_ref).image_config
+
+    # -- commit ----------------------------------------------------------------------------
+    def _select_manifest(self, index: dict[str, Any]) -> dict[str, Any]:
+        want_arch = media.host_architecture()
+        candidates = [d for d in index.get("manifests", []) if d.get("mediaType") in media.MANIFEST_TYPES
+                      or d.get("mediaType") in media.INDEX_TYPES]
+        for descriptor in candidates:
+            platform = descriptor.get("platform") or {}
+            if platform.get("os", "linux") == "linux" and platform.get("architecture", want_arch) == want_arch:
+                return descriptor
+        raise NotFound(f"no manifest for linux/{want_arch} in the image index")
+
+    def commit_image(self, refs: list[str] | str | None, manifest_bytes: bytes, media_type: str | None = None) -> Image:
+        """Make an image from a manifest (or index) whose blobs are all in the store, and tag it.
+
+        Layers missing from the driver are created and their diffIDs checked; on any failure
+        the layers made here are removed and nothing else changes.
+        """
+        if isinstance(refs, str):
+            refs = [refs]
+        parsed_refs = [parse_reference(r) for r in refs or []]
+        top_digest = self.ingest_bytes(manifest_bytes)
+        document = _load_json(manifest_bytes, "manifest")
+        media_type = media_type or document.get("mediaType") or media.guess_type(document)
+        indexes: dict[str, str] = {}
+        index_digest = None
+        while media_type in media.INDEX_TYPES:
+            descriptor = self._select_manifest(document)
+            index_digest = index_digest or top_digest
+            manifest_bytes = self.read_blob(descriptor["digest"])
+            if sha256_hex(manifest_bytes) != descriptor["digest"][len("sha256:"):]:
+                raise InvalidArchive(f"manifest {descriptor['digest']} is corrupt")
+            document = _load_json(manifest_bytes, "manifest")
+            media_type = descriptor.get("mediaType") or document.get("mediaType") or media.guess_type(document)
+        manifest_digest = "sha256:" + sha256_hex(manifest_bytes)
+        if index_digest:
+            indexes[index_digest] = manifest_digest
+        if media_type not in media.MANIFEST_TYPES:
+            raise InvalidArchive(f"unsupported manifest media type {media_type!r}")
+        config_digest = document["config"]["digest"]
+        config = _load_json(self.read_blob(config_digest), "image config")
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+        layers = document.get("layers") or []
+        if len(diff_ids) != len(layers):
+            raise InvalidArchive(f"manifest has {len(layers)} layers but the config lists {len(diff_ids)} diff IDs")
+        for layer in layers:
+            if not self.has_blob(layer["digest"]):
+                raise NotFound(f"layer blob {layer['digest']} is not in the store")
+        chains = chain_ids(diff_ids)
+        with self.lock():
+            layer_sizes = self._apply_layers(layers, diff_ids, chains)
+            record = self._read_json(self._image_path(config_digest)) or {
+                "id": config_digest, "manifests": [], "indexes": {}, "layers": chains, "diff_ids": diff_ids,
+                "layer_sizes": layer_sizes, "layer_blobs": [], "created": config.get("created", "")}
+            if manifest_digest not in record["manifests"]:
+                record["manifests"].append(manifest_digest)
+            record["indexes"].update(indexes)
+            record["layer_blobs"] = sorted(set(record["layer_blobs"]) | {d["digest"] for d in layers})
+            # Layer refs before the image record: a crash leaves at worst a ref to a missing
+            # image, which `system check --repair` drops.
+            self._add_layer_refs(chains, diff_ids, layer_sizes, config_digest)
+            write_atomic(self._image_path(config_digest), _dump(record))
+            if parsed_refs:
+                tags = self.tags()
+                for ref in parsed_refs:
+                    tags[str(ref.with_tag(ref.tag) if ref.tag else ref)] = index_digest or manifest_digest
+                self._write_tags(tags)
+            self.new_blobs.clear()
+            log.info("image.committed", image=config_digest, manifest=manifest_digest,
+                     refs=[str(r) for r in parsed_refs])
+            return self._image(record)
+
+    def _apply_layers(self, layers: list[dict[str, Any]], diff_ids: list[str], chains: list[str]) -> list[int]:
+        from pyengine.layers.extract import open_layer
+
+        storage = self.storage
+        records = self.layer_records()
+        created: list[str] = []
+        sizes: list[int] = []
+        try:
+            for i, (layer, diff_id, chain) in enumerate(zip(layers, diff_ids, chains, strict=True)):
+                layer_id = chain[len("sha256:"):]
+                parent = chains[i - 1][len("sha256:"):] if i else None
+                existing = records.get(chain)
+                if existing and storage.exists(layer_id):
+                    sizes.append(existing["size"])
+                    continue
+                if storage.exists(layer_id):
+                    # Left by an interrupted load: its content is unknown, so redo it.
+                    storage.remove(layer_id)
+                started = time.monotonic()
+                storage.create(layer_id, parent)
+                created.append(layer_id)
+                # Unbuffered, so a decompressor that hands the fd to a subprocess sees the true offset.
+                with open(self.blob_path(layer["digest"]), "rb", buffering=0) as blob:
+                    reader = HashingReader(open_layer(blob))
+                    storage.apply_diff(layer_id, parent, reader)
+                    reader.drain()
+                if reader.digest != diff_id:
+                    raise InvalidArchive(f"layer {layer['digest']} has diff ID {reader.digest}, "
+                                         f"the image config says {diff_id}")
+                sizes.append(reader.size)
+                log.info("layer.applied", chain_id=chain, digest=layer["digest"], size=reader.size,
+                         ms=round((time.monotonic() - started) * 1000))
+        except BaseException:
+            for layer_id in reversed(created):
+                with contextlib.suppress(Exception):
+                    storage.remove(layer_id)
+            raise
+        return sizes
+
+    def _add_layer_refs(self, chains: list[str], diff_ids: list[str], sizes: list[int], image_id: str) -> None:
+        for i, (chain, diff_id, size) in enumerate(zip(chains, diff_ids, sizes, strict=True)):
+            path = self._layer_path(chain)
+            record = self._read_json(path) or {"chain_id": chain, "parent": chains[i - 1] if i else None,
+                                              "diff_id": diff_id, "size": size, "images": []}
+            if image_id not in record["images"]:
+                record["images"] = sorted([*record["images"], image_id])
+                write_atomic(path, _dump(record))
+
+    # -- tags ------------------------------------------------------------------------------
+    def tag(self, source: str, target: str) -> Reference:
+        with self.lock():
+            image = self.resolve_image(source)
+            ref = parse_reference(target)
+            if ref.digest:
+                raise UsageError(f"refusing to create a tag with a digest reference: {target}")
+            tags = self.tags()
+            tags[str(ref)] = image.manifest_digest
+            self._write_tags(tags)
+            return ref
+
+    # -- removal ---------------------------------------------------------------------------
+    def images_in_use(self) -> dict[str, list[str]]:
+        """image id -> ids of containers created from it (read from the container store)."""
+        root = self.data_root / "containers"
+        used: dict[str, list[str]] = {}
+        if not root.is_dir():
+            return used
+        for path in root.glob("*/config.json"):
+            with contextlib.suppress(OSError, ValueError):
+                config = json.loads(path.read_text())
+                used.setdefault(config.get("image_id", ""), []).append(config.get("id", path.parent.name))
+        return used
+
+    def remove(self, image_ref: str, force: bool = False) -> list[tuple[str, str]]:
+        """``rmi``: untag, and delete the image when no tag is left; returns docker's output lines."""
+        with self.lock():
+            image = self.resolve_image(image_ref)
+            tags = self.tags()
+            out: list[tuple[str, str]] = []
+            by_id = looks_like_id(image_ref) and image.id[len("sha256:"):].startswith(
+                image_ref[len("sha256:"):] if image_ref.startswith("sha256:") else image_ref)
+            if not by_id:
+                ref = parse_reference(image_ref)
+                if not ref.digest:
+                    tags.pop(str(ref), None)
+                    out.append(("Untagged", ref.familiar()))
+                    self._write_tags(tags)
+                    remaining = [t for t in image.tags if t != str(ref)]
+                    if remaining:
+                        return out
+            else:
+                repos = {parse_reference(t).repository for t in image.tags}
+                if len(repos) > 1 and not force:
+                    raise Conflict(f"unable to delete {image.short_id} (must be forced) - image is referenced "
+                                   "in multiple repositories")
+            users = self.images_in_use().get(image.id)
+            if users:
+                raise Conflict(f"unable to delete {image.short_id} - image is being used by container "
+                               f"{users[0][:12]}")
+            for t in image.tags:
+                if t in tags:
+                    tags.pop(t)
+                    out.append(("Untagged", parse_reference(t).familiar()))
+            self._write_tags(tags)
+            out.extend(self._delete_image(image.id))
+            return out
+
+    def _delete_image(self, image_id: str) -> list[tuple[str, str]]:
+        """Remove an untagged image record, then its unshared layers, then its unshared blobs."""
+        record = self._read_json(self._image_path(image_id))
+        if record is None:
+            return []
+        self._image_path(image_id).unlink()
+        out = [("Deleted", image_id)]
+        for chain in reversed(record["layers"]):
+            self._drop_layer_ref(chain, image_id)
+        referenced = self._referenced_blobs()
+        for digest in {record["id"], *record["manifests"], *record.get("indexes", {}), *record.get("layer_blobs", [])}:
+            if digest not in referenced:
+                with contextlib.suppress(FileNotFoundError):
+                    self.blob_path(digest).unlink()
+        log.info("image.deleted", image=image_id)
+        return out
+
+    def _drop_layer_ref(self, chain: str, image_id: str | None) -> None:
+        path = self._layer_path(chain)
+        record = self._read_json(path)
+        if record is None:
+            return
+        images = [i for i in record["images"] if i != image_id] if image_id else record["images"]
+        if images:
+            if images != record["images"]:
+                record["images"] = images
+                write_atomic(path, _dump(record))
+            return
+        record["images"] = []
+        write_atomic(path, _dump(record))
+        layer_id = chain[len("sha256:"):]
+        # The driver layer goes before its record: a crash in between leaves a record that
+        # `system check` sees is missing in the driver, never an orphan layer nobody knows of.
+        if self.storage.exists(layer_id):
+            self.storage.remove(layer_id)
+        path.unlink()
+        log.info("layer.removed", chain_id=chain)
+
+    def prune(self, all_images: bool = False) -> tuple[list[tuple[str, str]], int]:
+        """Remove dangling images (``all_images``: every image no container uses)."""
+        with self.lock():
+            before = self.disk_usage()["images_size"]
+            tags = self.tags()
+            used = self.images_in_use()
+            out: list[tuple[str, str]] = []
+            for image in self.images():
+                if image.id in used or (image.tags and not all_images):
+                    continue
+                for t in image.tags:
+                    tags.pop(t, None)
+                    out.append(("Untagged", parse_reference(t).familiar()))
+                self._write_tags(tags)
+                out.extend(self._delete_image(image.id))
+            self._collect_orphan_blobs()
+            after = self.disk_usage()["images_size"]
+            return out, max(0, before - after)
+
+    def _collect_orphan_blobs(self, min_age: float = 3600) -> None:
+        """Remove blobs no image references, left by an interrupted load or pull.
+
+        Only old ones: a load running now ingests its blobs before it takes the lock to commit.
+        """
+        referenced = self._referenced_blobs()
+        now = time.time()
+        for path in self.blob_dir.iterdir() if self.blob_dir.is_dir() else []:
+            digest = "sha256:" + path.name
+            if digest not in referenced and now - path.stat().st_mtime > min_age:
+                path.unlink()
+                log.info("blob.collected", digest=digest)
+
+    # -- reports ---------------------------------------------------------------------------
+    def disk_usage(self) -> dict[str, int]:
+        records = self.image_records()
+        layers = self.layer_records()
+        used = self.images_in_use()
+        tags = self.tags()
+        tagged_digests = set(tags.values())
+        active_layers: set[str] = set()
+        for image_id in used:
+            if image_id in records:
+                active_layers.update(records[image_id]["layers"])
+        total = sum(r["size"] for r in layers.values())
+        active = sum(layers[c]["size"] for c in active_layers if c in layers)
+        blob_bytes = sum(p.stat().st_size for p in self.blob_dir.iterdir()) if self.blob_dir.is_dir() else 0
+        dangling = sum(1 for r in records.values()
+                       if not (set(r["manifests"]) | set(r.get("indexes", {}))) & tagged_digests)
+        return {"images": len(records), "active": sum(1 for i in records if i in used), "dangling": dangling,
+                "images_size": total, "reclaimable": total - active, "blob_bytes": blob_bytes,
+                "containers": sum(len(v) for v in used.values())}
+
+    def check(self, repair: bool = False) -> list[str]:
+        """Verify blobs, layer records against the driver, image records and tags.
+
+        Returns the problems found. With ``repair`` the broken pieces are removed, in the
+        order that keeps tags valid (tags, then images, then layers, then blobs).
+        """
+        with self.lock():
+            problems: list[str] = []
+            bad_blobs: set[str] = set()
+            if self.tmp_dir.is_dir():
+                for path in self.tmp_dir.iterdir():
+                    problems.append(f"stale temporary file {path}")
+                    if repair:
+                        path.unlink()
+            if self.blob_dir.is_dir():
+                for path in sorted(self.blob_dir.iterdir()):
+                    digest = "sha256:" + path.name
+                    if path.name.startswith(".tmp-"):
+                        problems.append(f"stale temporary file {path}")
+                        if repair:
+                            path.unlink()
+                        continue
+                    if not DIGEST_RE.match(digest):
+                        problems.append(f"unexpected file in the blob store: {path}")
+                        bad_blobs.add(digest)
+                        continue
+                    h = hashlib.sha256()
+                    with open(path, "rb") as f:
+                        while chunk := f.read(CHUNK):
+                            h.update(chunk)
+                    if h.hexdigest() != path.name:
+                        problems.append(f"blob {digest} is corrupt (content hashes to sha256:{h.hexdigest()})")
+                        bad_blobs.add(digest)
+            storage = self.storage
+            layers = self.layer_records()
+            bad_layers: set[str] = set()
+            for chain, record in layers.items():
+                if not storage.exists(chain[len("sha256:"):]):
+                    problems.append(f"layer {chain} is recorded but missing in the storage driver")
+                    bad_layers.add(chain)
+                elif record.get("parent") and record["parent"] not in layers:
+                    problems.append(f"layer {chain} has a parent {record['parent']} with no record")
+                    bad_layers.add(chain)
+            records = self.image_records()
+            bad_images: set[str] = set()
+            for image_id, record in records.items():
+                needed = {image_id, *record["manifests"], *record.get("indexes", {}), *record.get("layer_blobs", [])}
+                missing = [d for d in sorted(needed) if d in bad_blobs or not self.has_blob(d)]
+                if missing:
+                    problems.append(f"image {image_id} is missing or has corrupt blobs: {', '.join(missing)}")
+                    bad_images.add(image_id)
+                for chain in record["layers"]:
+                    if chain not in layers or chain in bad_layers:
+                        problems.append(f"image {image_id} needs layer {chain}, which is missing or broken")
+                        bad_images.add(image_id)
+                    elif image_id not in layers[chain]["images"]:
+                        problems.append(f"layer {chain} does not count image {image_id} as a user")
+                        if repair:
+                            self._add_layer_refs([chain], [layers[chain]["diff_id"]], [layers[chain]["size"]], image_id)
+            for chain, record in layers.items():
+                if not record["images"]:
+                    problems.append(f"layer {chain} is held by no image (an interrupted removal)")
+                for image_id in record["images"]:
+                    if image_id not in records:
+                        problems.append(f"layer {chain} is held by image {image_id}, which does not exist")
+            tags = self.tags()
+            bad_tags = []
+            for ref, digest in tags.items():
+                owner = self._image_for_digest(digest, records)
+                if owner is None or owner["id"] in bad_images:
+                    problems.append(f"tag {ref} points to {digest}, which is not a complete image")
+                    bad_tags.append(ref)
+            if repair and problems:
+                self._repair(tags, bad_tags, bad_images, bad_layers, bad_blobs, records)
+            return problems
+
+    def _repair(self, tags: dict[str, str], bad_tags: list[str], bad_images: set[str], bad_layers: set[str],
+                bad_blobs: set[str], records: dict[str, dict[str, Any]]) -> None:
+        for ref in bad_tags:
+            tags.pop(ref, None)
+        for image_id in bad_images:
+            digests = set(records[image_id]["manifests"]) | set(records[image_id].get("indexes", {}))
+            for ref in [r for r, d in tags.items() if d in digests]:
+                tags.pop(ref)
+        self._write_tags(tags)
+        for image_id in bad_images:
+            self._image_path(image_id).unlink()
+            log.warning("repair.image_removed", image=image_id)
+        records = self.image_records()
+        for digest in bad_blobs:
+            with contextlib.suppress(FileNotFoundError, InvalidArchive):
+                self.blob_path(digest).unlink()
+        for path in self.blob_dir.iterdir():
+            if not DIGEST_RE.match("sha256:" + path.name):
+                path.unlink()
+        # Layers held by no existing image (or broken) go, top of each chain first.
+        layers = self.layer_records()
+        depth = {c: _depth(c, layers) for c in layers}
+        for chain in sorted(layers, key=lambda c: -depth[c]):
+            record = self._read_json(self._layer_path(chain))
+            if record is None:
+                continue
+            holders = [i for i in record["images"] if i in records]
+            if chain in bad_layers:
+                holders = []
+            if holders != record["images"] or not holders:
+                if not holders:
+                    record["images"] = []
+                    write_atomic(self._layer_path(chain), _dump(record))
+                    self._drop_layer_ref(chain, None)
+                else:
+                    record["images"] = holders
+                    write_atomic(self._layer_path(chain), _dump(record))
+
+
+def _depth(chain: str, layers: dict[str, dict[str, Any]]) -> int:
+    depth = 0
+    while chain in layers and layers[chain].get("parent") and depth < 10000:
+        chain = layers[chain]["parent"]
+        depth += 1
+    return depth
+
+
+def _load_json(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
+        raise InvalidArchive(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidArchive(f"{what} is not a JSON object")
+    return document
