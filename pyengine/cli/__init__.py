@@ -27,6 +27,9 @@ BUILTIN_COMMANDS: dict[str, str] = {
     **{name: f"pyengine.cli.containers:{name}" for name in (
         "create", "run", "start", "ps", "logs", "stop", "kill", "restart", "rm", "wait", "inspect",
         "pause", "unpause", "rename", "top", "stats", "container", "volume")},
+    "exec": "pyengine.cli.containers:exec_",
+    "network": "pyengine.cli.network:network",
+    **{name: f"pyengine.cli.registry:{name}" for name in ("pull", "push", "login", "logout", "search")},
     **{name: f"pyengine.cli.images:{attr}" for name, attr in (
         ("images", "images"), ("image", "image"), ("import", "import_"), ("load", "load"), ("save", "save"),
         ("history", "history"), ("tag", "tag"), ("rmi", "rmi"), ("system", "system"))},

@@ -1,0 +1,758 @@
+"""Container commands: create, start, run, ps, logs, stop, kill, restart, rm, wait, inspect,
+pause, unpause, rename, top, stats, container prune, volume ... — with Docker's flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from pyengine.cli import CliState, pass_state
+from pyengine.errors import UsageError
+
+
+def _containers(state: CliState) -> Any:
+    from pyengine.containers.engine import Containers
+
+    return Containers(state.engine())
+
+
+# -- create / run options ----------------------------------------------------------------------
+def container_options(func: Any) -> Any:
+    options = [
+        click.option("-d", "--detach", is_flag=True, help="Run in the background and print the ID."),
+        click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open."),
+        click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY."),
+        click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits."),
+        click.option("--name", help="Container name."),
+        click.option("-e", "--env", multiple=True, help="Set an environment variable (KEY=VALUE or KEY)."),
+        click.option("--env-file", multiple=True, type=click.Path(dir_okay=False), help="Read env from a file."),
+        click.option("-w", "--workdir", help="Working directory inside the container."),
+        click.option("-u", "--user", help="user[:group] (name or id)."),
+        click.option("-h", "--hostname", help="Container host name."),
+        click.option("--entrypoint", help="Override the image's entrypoint."),
+        click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
+        click.option("-v", "--volume", multiple=True, help="Bind mount HOST:CTR[:ro] or named volume NAME:CTR."),
+        click.option("--tmpfs", multiple=True, help="Mount a tmpfs: PATH[:OPTIONS]."),
+        click.option("--init", is_flag=True, help="Run an init as PID 1 that reaps zombies."),
+        click.option("--restart", default="no", help="no | on-failure[:N] | always | unless-stopped."),
+        click.option("--stop-signal", help="Signal to stop the container [default: SIGTERM]."),
+        click.option("--stop-timeout", type=int, help="Seconds before SIGKILL on stop [default: 10]."),
+        click.option("--ulimit", multiple=True, help="NAME=SOFT[:HARD]."),
+        click.option("-l", "--label", multiple=True, help="KEY=VALUE."),
+        click.option("-m", "--memory", help="Memory limit (e.g. 64m)."),
+        click.option("--memory-swap", help="Memory + swap limit (-1: unlimited)."),
+        click.option("--memory-reservation", help="Memory soft limit."),
+        click.option("--cpus", type=float, help="Number of CPUs (e.g. 0.5)."),
+        click.option("--cpu-period", type=int, help="CFS period in microseconds."),
+        click.option("--cpu-quota", type=int, help="CFS quota in microseconds."),
+        click.option("-c", "--cpu-shares", type=int, help="Relative CPU weight."),
+        click.option("--cpuset-cpus", help="CPUs allowed (0-3, 0,1)."),
+        click.option("--cpuset-mems", help="Memory nodes allowed."),
+        click.option("--pids-limit", type=int, help="Maximum number of processes."),
+        click.option("--blkio-weight", type=click.IntRange(10, 1000), help="Block IO weight (10-1000)."),
+        click.option("--oom-kill-disable", is_flag=True, help="Disable the OOM killer."),
+        click.option("--cap-add", multiple=True, help="Add a capability."),
+        click.option("--cap-drop", multiple=True, help="Drop a capability."),
+        click.option("--privileged", is_flag=True, help="All capabilities, no masked paths, no seccomp."),
+        click.option("--security-opt", multiple=True, help="seccomp=unconfined, no-new-privileges[=false]."),
+        click.option("--network", "--net", "network", default=None, help="none | host | bridge | NAME."),
+        click.option("--dns", multiple=True, help="DNS server."),
+        click.option("--dns-search", multiple=True, help="DNS search domain."),
+        click.option("--add-host", multiple=True, help="HOST:IP entry for /etc/hosts."),
+        click.option("--log-opt", multiple=True, help="max-size=10m, max-file=2."),
+        click.option("--storage-opt", multiple=True, help="size=10G (drivers that support it)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _env(values: tuple[str, ...], files: tuple[str, ...]) -> list[str]:
+    env = []
+    for path in files:
+        try:
+            with open(path) as f:
+                lines = [line.strip() for line in f]
+        except OSError as exc:
+            raise UsageError(f"cannot read env file {path}: {exc.strerror}") from None
+        values = tuple(line for line in lines if line and not line.startswith("#")) + values
+    for item in values:
+        if "=" in item:
+            env.append(item)
+        elif item in os.environ:
+            env.append(f"{item}={os.environ[item]}")
+    return env
+
+
+def _restart_policy(value: str) -> dict[str, Any]:
+    name, _, count = value.partition(":")
+    if name not in ("no", "on-failure", "always", "unless-stopped"):
+        raise UsageError(f"invalid restart policy {value!r}: use no, on-failure[:N], always or unless-stopped")
+    if count and (name != "on-failure" or not count.isdigit()):
+        raise UsageError(f"invalid restart policy {value!r}: only on-failure takes a retry count")
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
+
+
+def _ulimits(values: tuple[str, ...]) -> list[dict[str, Any]]:
+    import resource
+
+    ulimits = []
+    for value in values:
+        name, _, limits = value.partition("=")
+        soft, _, hard = limits.partition(":")
+        hard = hard or soft
+        if not name or not soft.lstrip("-").isdigit() or not hard.lstrip("-").isdigit():
+            raise UsageError(f"invalid ulimit {value!r}: use NAME=SOFT[:HARD]")
+        const = getattr(resource, "RLIMIT_" + name.upper(), None)
+        if const is None:
+            raise UsageError(f"unknown ulimit {name!r}")
+        if int(soft) > int(hard):
+            raise UsageError(f"ulimit {name}: soft limit {soft} is above the hard limit {hard}")
+        _, host_hard = resource.getrlimit(const)
+        if host_hard != resource.RLIM_INFINITY and int(hard) > host_hard:
+            raise UsageError(f"ulimit {name}: hard limit {hard} is above what this host grants "
+                             f"({host_hard}); raising a hard limit needs CAP_SYS_RESOURCE")
+        ulimits.append({"Name": name, "Soft": int(soft), "Hard": int(hard)})
+    return ulimits
+
+
+def _kv(values: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not key:
+            raise UsageError(f"invalid {what} {value!r}: use KEY=VALUE")
+        out[key] = val
+    return out
+
+
+def build_configs(image: str, command: tuple[str, ...], o: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Docker's Config and HostConfig from the create/run flags."""
+    from pyengine.containers.spec import parse_bytes
+
+    config: dict[str, Any] = {
+        "Image": image, "Cmd": list(command) or None, "Env": _env(o["env"], o["env_file"]),
+        "WorkingDir": o["workdir"] or "", "User": o["user"] or "", "Hostname": o["hostname"] or "",
+        "Tty": o["tty"], "OpenStdin": o["interactive"], "AttachStdin": o["interactive"],
+        "Labels": _kv(o["label"], "label"), "StopSignal": o["stop_signal"] or "",
+        "StopTimeout": o["stop_timeout"],
+    }
+    if o["entrypoint"] is not None:
+        config["Entrypoint"] = [o["entrypoint"]] if o["entrypoint"] else []
+    if o["stop_signal"]:
+        from pyengine.containers.engine import parse_signal
+
+        parse_signal(o["stop_signal"])
+    tmpfs = {}
+    for item in o["tmpfs"]:
+        path, _, opts = item.partition(":")
+        tmpfs[path] = opts
+    for bind in o["volume"]:
+        parts = bind.split(":")
+        if len(parts) not in (2, 3) or not parts[1].startswith("/") or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+            raise UsageError(f"invalid volume {bind!r}: use HOST:CTR[:ro|rw] or NAME:CTR[:ro|rw]")
+        if parts[0].startswith("/") and not os.path.exists(parts[0]):
+            raise UsageError(f"bind source path does not exist: {parts[0]}")
+    cpus = o["cpus"]
+    if cpus is not None and cpus <= 0:
+        raise UsageError("--cpus must be greater than 0")
+    host: dict[str, Any] = {
+        "AutoRemove": o["auto_remove"], "Binds": list(o["volume"]), "Tmpfs": tmpfs, "Init": o["init"],
+        "RestartPolicy": _restart_policy(o["restart"]), "Ulimits": _ulimits(o["ulimit"]),
+        "ReadonlyRootfs": o["read_only"], "Privileged": o["privileged"],
+        "CapAdd": list(o["cap_add"]), "CapDrop": list(o["cap_drop"]), "SecurityOpt": list(o["security_opt"]),
+        "NetworkMode": o["network"] or "none", "Dns": list(o["dns"]), "DnsSearch": list(o["dns_search"]),
+        "ExtraHosts": list(o["add_host"]),
+        "LogConfig": {"Type": "json-file", "Config": _kv(o["log_opt"], "log option")},
+        "StorageOpt": _kv(o["storage_opt"], "storage option"),
+        "Memory": parse_bytes(o["memory"]) if o["memory"] else 0,
+        "MemorySwap": (-1 if o["memory_swap"] == "-1" else parse_bytes(o["memory_swap"])) if o["memory_swap"] else 0,
+        "MemoryReservation": parse_bytes(o["memory_reservation"]) if o["memory_reservation"] else 0,
+        "NanoCpus": int(cpus * 1e9) if cpus else 0, "CpuPeriod": o["cpu_period"] or 0,
+        "CpuQuota": o["cpu_quota"] or 0, "CpuShares": o["cpu_shares"] or 0,
+        "CpusetCpus": o["cpuset_cpus"] or "", "CpusetMems": o["cpuset_mems"] or "",
+        "PidsLimit": o["pids_limit"] or 0, "BlkioWeight": o["blkio_weight"] or 0,
+        "OomKillDisable": o["oom_kill_disable"],
+    }
+    if host["AutoRemove"] and host["RestartPolicy"]["Name"] != "no":
+        raise UsageError("--restart and --rm cannot be combined")
+    return config, host
+
+
+_CREATE_KEYS = ("detach",)
+
+
+@click.command(context_settings={"ignore_unknown_options": False, "allow_interspersed_args": False})
+@container_options
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_state
+def create(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> None:
+    """Create a container from IMAGE without starting it; print its ID."""
+    config, host = build_configs(image, command, o)
+    record = _containers(state).create(image, config, host, name=o["name"])
+    click.echo(record.id)
+
+
+@click.command(context_settings={"allow_interspersed_args": False})
+@container_options
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@pass_state
+def run(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> None:
+    """Create and start a container from IMAGE; attached unless -d."""
+    config, host = build_configs(image, command, o)
+    containers = _containers(state)
+    record = containers.create(image, config, host, name=o["name"])
+    if o["detach"]:
+        try:
+            containers.start(record.id)
+        except BaseException:
+            if host["AutoRemove"]:
+                containers.remove(record.id, force=True)
+            raise
+        click.echo(record.id)
+        return
+    code = _start_attached(containers, record.id, interactive=o["interactive"], tty=o["tty"])
+    state.close()
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def _start_attached(containers: Any, container_id: str, interactive: bool, tty: bool) -> int:
+    """Start with a socketpair to the monitor; relay stdio and signals; the exit code."""
+    import socket
+
+    from pyengine.cli.attach_client import relay
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        record = containers.start(container_id, client=theirs)
+    except BaseException:
+        theirs.close()
+        ours.close()
+        record = containers.store.load(container_id)
+        if record.host_config.get("AutoRemove"):
+            containers.wait(container_id)
+        raise
+    theirs.close()
+    return relay(ours, containers, record, interactive=interactive, tty=tty)
+
+
+@click.command()
+@click.option("-a", "--attach", is_flag=True, help="Attach stdout/stderr and return the exit code.")
+@click.option("-i", "--interactive", is_flag=True, help="Attach stdin.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_state
+def start(state: CliState, containers: tuple[str, ...], attach: bool, interactive: bool) -> None:
+    """Start one or more stopped containers."""
+    engine = _containers(state)
+    if attach or interactive:
+        if len(containers) != 1:
+            raise UsageError("you cannot attach to more than one container")
+        record = engine.get(containers[0])
+        code = _start_attached(engine, record.id, interactive=interactive, tty=bool(record.config.get("Tty")))
+        state.close()
+        os._exit(code)
+    for ref in containers:
+        engine.start(ref)
+        click.echo(ref)
+
+
+def _ago(iso: str) -> str:
+    import calendar
+    import time
+
+    if not iso:
+        return ""
+    try:
+        then = calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return iso
+    seconds = max(0, int(time.time() - then))
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit if n > 1 else unit[:-1]} ago"
+    return f"{seconds} seconds ago" if seconds != 1 else "1 second ago"
+
+
+def _status_text(record: Any) -> str:
+    s = record.state
+    if s.status == "running":
+        return f"Up since {s.started_at[:19]}"
+    if s.status == "paused":
+        return "Up (Paused)"
+    if s.status == "restarting":
+        return f"Restarting ({s.exit_code})"
+    if s.status == "exited":
+        return f"Exited ({s.exit_code}) {_ago(s.finished_at)}"
+    return s.status.capitalize()
+
+
+def _matches(record: Any, filters: tuple[str, ...]) -> bool:
+    for item in filters:
+        key, _, value = item.partition("=")
+        if key == "status" and record.state.status != value:
+            return False
+        if key == "name" and value not in record.name:
+            return False
+        if key == "id" and not record.id.startswith(value):
+            return False
+        if key == "label":
+            k, _, v = value.partition("=")
+            labels = record.config.get("Labels") or {}
+            if k not in labels or (v and labels[k] != v):
+                return False
+        if key == "exited" and (record.state.status != "exited" or str(record.state.exit_code) != value):
+            return False
+        if key == "ancestor" and value not in (record.image, record.image_id):
+            return False
+        if key not in ("status", "name", "id", "label", "exited", "ancestor"):
+            raise UsageError(f"invalid filter {key!r}")
+    return True
+
+
+@click.command(name="ps")
+@click.option("-a", "--all", "all_", is_flag=True, help="Show all containers, not only running ones.")
+@click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
+@click.option("-f", "--filter", "filters", multiple=True, help="status=, name=, id=, label=, exited=, ancestor=.")
+@click.option("--format", "fmt", help="'json' or a template with {{.ID}} {{.Names}} {{.Status}} ...")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate IDs and commands.")
+@pass_state
+def ps(state: CliState, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | None, no_trunc: bool) -> None:
+    """List containers."""
+    records = [r for r in _containers(state).list(all_=all_ or bool(filters)) if _matches(r, filters)]
+    if not all_ and not any(f.startswith("status=") for f in filters):
+        records = [r for r in records if r.state.running]
+    if quiet:
+        for r in records:
+            click.echo(r.id if no_trunc else r.id[:12])
+        return
+    rows = []
+    for r in records:
+        cmd = " ".join((r.config.get("Entrypoint") or []) + (r.config.get("Cmd") or []))
+        rows.append({"ID": r.id if no_trunc else r.id[:12], "Image": r.image,
+                     "Command": cmd if no_trunc else (cmd[:20] + "…" if len(cmd) > 21 else cmd),
+                     "CreatedAt": r.created, "Status": _status_text(r), "State": r.state.status,
+                     "Names": r.name, "Ports": "", "Labels": ",".join(f"{k}={v}" for k, v in (r.config.get("Labels") or {}).items())})
+    if fmt:
+        for row in rows:
+            click.echo(json.dumps(row) if fmt == "json" else _template(fmt, row))
+        return
+    header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+    table = [[row["ID"], row["Image"], f'"{row["Command"]}"', _ago(row["CreatedAt"]), row["Status"], "", row["Names"]]
+             for row in rows]
+    widths = [max(len(x[i]) for x in [header, *table]) for i in range(len(header))]
+    for line in [header, *table]:
+        click.echo("   ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+
+
+def _template(fmt: str, row: dict[str, Any]) -> str:
+    import re
+
+    fmt = fmt.replace("\\t", "\t").replace("\\n", "\n")
+    if fmt.startswith("table "):
+        fmt = fmt[6:]
+    return re.sub(r"\{\{\s*\.(\w+)\s*\}\}", lambda m: str(row.get(m.group(1), "")), fmt)
+
+
+@click.command()
+@click.option("-f", "--follow", is_flag=True, help="Follow the log.")
+@click.option("-n", "--tail", default="all", help="Lines from the end (or 'all').")
+@click.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
+@click.argument("container")
+@pass_state
+def logs(state: CliState, container: str, follow: bool, tail: str, timestamps: bool) -> None:
+    """Print a container's logs (json-file)."""
+    from pyengine.containers.logfile import follow as follow_log
+    from pyengine.containers.logfile import read_entries
+    from pyengine.containers.store import pid_alive
+
+    engine = _containers(state)
+    record = engine.get(container)
+    path = engine.store.log_path(record.id)
+    if tail != "all" and not tail.isdigit():
+        raise UsageError(f"invalid --tail {tail!r}: a number or 'all'")
+    entries = read_entries(path)
+    if tail != "all":
+        entries = entries[-int(tail):] if int(tail) else []
+
+    def emit(entry: dict[str, Any]) -> None:
+        out = sys.stdout if entry.get("stream") != "stderr" else sys.stderr
+        text = entry.get("log", "")
+        if timestamps:
+            text = f"{entry.get('time', '')} {text}"
+        out.write(text)
+        out.flush()
+
+    if not follow:
+        for entry in entries:
+            emit(entry)
+        return
+    # Open the follower before printing the backlog so nothing written in between is lost.
+    def running() -> bool:
+        current = engine.store.load(record.id)
+        return current.state.running or pid_alive(current.state.monitor_pid)
+
+    follower = follow_log(path, running)
+    for entry in entries:
+        emit(entry)
+    for entry in follower:
+        emit(entry)
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=int, default=None, help="Seconds to wait before SIGKILL.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_state
+def stop(state: CliState, containers: tuple[str, ...], timeout: int | None) -> None:
+    """Stop containers: the stop signal, then SIGKILL after the timeout."""
+    engine = _containers(state)
+    for ref in containers:
+        engine.stop(ref, timeout)
+        click.echo(ref)
+
+
+@click.command()
+@click.option("-s", "--signal", "sig", default="KILL", help="Signal to send [default: KILL].")
+@click.argument("containers", nargs=-1, required=True)
+@pass_state
+def kill(state: CliState, containers: tuple[str, ...], sig: str) -> None:
+    """Send a signal to containers."""
+    engine = _containers(state)
+    for ref in containers:
+        engine.kill(ref, sig)
+        click.echo(ref)
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=int, default=None, help="Seconds to wait before SIGKILL.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_state
+def restart(state: CliState, containers: tuple[str, ...], timeout: int | None) -> None:
+    """Stop and start containers."""
+    engine = _containers(state)
+    for ref in containers:
+        engine.stop(ref, timeout)
+        engine.start(ref)
+        click.echo(ref)
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Kill a running container first.")
+@click.option("-v", "--volumes", is_flag=True, help="Remove anonymous volumes too.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_state
+def rm(state: CliState, containers: tuple[str, ...], force: bool, volumes: bool) -> None:
+    """Remove containers."""
+    engine = _containers(state)
+    failed = None
+    for ref in containers:
+        try:
+            engine.remove(ref, force=force)
+            click.echo(ref)
+        except UsageError:
+            raise
+        except Exception as exc:  # keep going, as docker rm does, and fail at the end
+            from pyengine.errors import PyEngineError
+
+            if not isinstance(exc, PyEngineError):
+                raise
+            click.echo(f"pyengine: error: {exc}", err=True)
+            failed = exc
+    if failed is not None:
+        sys.exit(failed.exit_code)
+
+
+@click.command()
+@click.argument("containers", nargs=-1, required=True)
+@pass_state
+def wait(state: CliState, containers: tuple[str, ...]) -> None:
+    """Block until containers stop; print their exit codes."""
+    engine = _containers(state)
+    for ref in containers:
+        click.echo(engine.wait(ref))
+
+
+@click.command()
+@click.option("-f", "--format", "fmt", help="A template ({{.State.ExitCode}}) or 'json'.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_state
+def inspect(state: CliState, containers: tuple[str, ...], fmt: str | None) -> None:
+    """Show containers' details as JSON."""
+    engine = _containers(state)
+    docs = [engine.inspect(ref) for ref in containers]
+    if fmt and fmt != "json":
+        for doc in docs:
+            click.echo(_path_template(fmt, doc))
+        return
+    click.echo(json.dumps(docs, indent=4))
+
+
+def _path_template(fmt: str, doc: dict[str, Any]) -> str:
+    import re
+
+    def lookup(match: Any) -> str:
+        value: Any = doc
+        for part in match.group(1).split("."):
+            value = value.get(part, "") if isinstance(value, dict) else ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+
+    return re.sub(r"\{\{\s*\.([\w.]+)\s*\}\}", lookup, fmt)
+
+
+@click.command()
+@click.argument("containers", nargs=-1, required=True)
+@pass_state
+def pause(state: CliState, containers: tuple[str, ...]) -> None:
+    """Freeze every process of containers (cgroup freezer)."""
+    engine = _containers(state)
+    for ref in containers:
+        engine.pause(ref)
+        click.echo(ref)
+
+
+@click.command()
+@click.argument("containers", nargs=-1, required=True)
+@pass_state
+def unpause(state: CliState, containers: tuple[str, ...]) -> None:
+    """Thaw paused containers."""
+    engine = _containers(state)
+    for ref in containers:
+        engine.unpause(ref)
+        click.echo(ref)
+
+
+@click.command()
+@click.argument("container")
+@click.argument("new_name")
+@pass_state
+def rename(state: CliState, container: str, new_name: str) -> None:
+    """Rename a container."""
+    _containers(state).rename(container, new_name)
+
+
+@click.command()
+@click.argument("container")
+@pass_state
+def top(state: CliState, container: str) -> None:
+    """Show the processes of a running container (host PIDs, like docker top)."""
+    engine = _containers(state)
+    record = engine.get(container)
+    if not record.state.running or not record.state.pid:
+        raise UsageError(f"container {record.name} is not running")
+    pids = _descendants(record.state.pid)
+    click.echo(f"{'UID':<8} {'PID':>8} {'PPID':>8}  CMD")
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                status = dict(line.split(":", 1) for line in f if ":" in line)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except FileNotFoundError:
+            continue
+        click.echo(f"{status['Uid'].split()[0]:<8} {pid:>8} {status['PPid'].strip():>8}  {cmd}")
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, queue = [], [root]
+    while queue:
+        pid = queue.pop(0)
+        out.append(pid)
+        queue.extend(sorted(children.get(pid, [])))
+    return out
+
+
+@click.command()
+@click.option("--no-stream", is_flag=True, help="Print one sample and exit.")
+@click.option("--format", "fmt", help="'json' for one JSON object per container.")
+@click.argument("containers", nargs=-1)
+@pass_state
+def stats(state: CliState, containers: tuple[str, ...], no_stream: bool, fmt: str | None) -> None:
+    """Resource usage of running containers, read from their cgroups."""
+    import time
+
+    engine = _containers(state)
+    records = [engine.get(c) for c in containers] if containers else engine.list()
+    while True:
+        rows = []
+        for record in records:
+            sample: dict[str, Any] = {"ID": record.id[:12], "Name": record.name}
+            for isolator in engine.isolators():
+                try:
+                    sample.update(isolator.stats(record.id))
+                except Exception:  # a container that just ended has no cgroup any more
+                    continue
+            rows.append(sample)
+        if fmt == "json":
+            for row in rows:
+                click.echo(json.dumps(row))
+        else:
+            click.echo(f"{'CONTAINER ID':<14}{'NAME':<24}{'CPU SECONDS':>12}{'MEM USAGE':>14}{'MEM LIMIT':>14}{'PIDS':>6}")
+            for row in rows:
+                cpu = (row.get("cpu") or {}).get("usage_ns")
+                mem = row.get("memory") or {}
+                click.echo(f"{row['ID']:<14}{row['Name']:<24}{'' if cpu is None else f'{cpu / 1e9:.2f}':>12}"
+                           f"{_human(mem.get('usage')):>14}{_human(mem.get('limit')):>14}"
+                           f"{(row.get('pids') or {}).get('current', ''):>6}")
+        if no_stream:
+            return
+        time.sleep(1)
+
+
+def _human(value: int | None) -> str:
+    if value is None:
+        return ""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f}{unit}" if unit != "B" else f"{value}B"
+        value /= 1024
+    return str(value)
+
+
+@click.group()
+def container() -> None:
+    """Manage containers."""
+
+
+@container.command(name="prune")
+@click.option("-f", "--force", is_flag=True, help="Do not ask.")
+@pass_state
+def container_prune(state: CliState, force: bool) -> None:
+    """Remove all stopped containers."""
+    engine = _containers(state)
+    for record in engine.list(all_=True):
+        if not record.state.running:
+            engine.remove(record.id)
+            click.echo(record.id)
+
+
+for _cmd in (create, run, start, ps, logs, stop, kill, restart, rm, wait, inspect, pause, unpause, rename, top, stats):
+    container.add_command(_cmd, name="ls" if _cmd is ps else _cmd.name)
+
+
+@click.group()
+def volume() -> None:
+    """Manage named volumes."""
+
+
+def _volumes(state: CliState) -> Any:
+    from pyengine.containers.volumes import VolumeStore
+
+    return VolumeStore(state.config().data_root)
+
+
+def _volume_users(state: CliState, name: str) -> list[str]:
+    from pyengine.containers.volumes import volumes_used
+
+    return [r.id for r in _containers(state).store.list() if name in volumes_used(r.host_config)]
+
+
+@volume.command(name="create")
+@click.option("-l", "--label", multiple=True)
+@click.argument("name", required=False)
+@pass_state
+def volume_create(state: CliState, name: str | None, label: tuple[str, ...]) -> None:
+    """Create a volume."""
+    click.echo(_volumes(state).create(name, _kv(label, "label"))["Name"])
+
+
+@volume.command(name="ls")
+@click.option("-q", "--quiet", is_flag=True)
+@pass_state
+def volume_ls(state: CliState, quiet: bool) -> None:
+    """List volumes."""
+    vols = _volumes(state).list()
+    if not quiet:
+        click.echo(f"{'DRIVER':<10}VOLUME NAME")
+    for v in vols:
+        click.echo(v["Name"] if quiet else f"{v['Driver']:<10}{v['Name']}")
+
+
+@volume.command(name="inspect")
+@click.argument("names", nargs=-1, required=True)
+@pass_state
+def volume_inspect(state: CliState, names: tuple[str, ...]) -> None:
+    """Show volumes' details."""
+    click.echo(json.dumps([_volumes(state).inspect(n) for n in names], indent=4))
+
+
+@volume.command(name="rm")
+@click.option("-f", "--force", is_flag=True)
+@click.argument("names", nargs=-1, required=True)
+@pass_state
+def volume_rm(state: CliState, names: tuple[str, ...], force: bool) -> None:
+    """Remove volumes (refused while a container uses them)."""
+    for name in names:
+        _volumes(state).remove(name, _volume_users(state, name), force)
+        click.echo(name)
+
+
+@volume.command(name="prune")
+@click.option("-f", "--force", is_flag=True)
+@pass_state
+def volume_prune(state: CliState, force: bool) -> None:
+    """Remove volumes no container uses."""
+    store = _volumes(state)
+    for v in store.list():
+        if not _volume_users(state, v["Name"]):
+            store.remove(v["Name"])
+            click.echo(v["Name"])
+
+
+@click.command(name="exec", context_settings={"allow_interspersed_args": False})
+@click.option("-d", "--detach", is_flag=True, help="Run the command in the background.")
+@click.option("-i", "--interactive", is_flag=True, help="Keep STDIN open.")
+@click.option("-t", "--tty", is_flag=True, help="Allocate a pseudo-TTY.")
+@click.option("-u", "--user", help="user[:group] (name or id).")
+@click.option("-e", "--env", multiple=True, help="Set an environment variable.")
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option("--privileged", is_flag=True, help="Every capability for this process.")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_state
+def exec_(state: CliState, container: str, command: tuple[str, ...], detach: bool, interactive: bool, tty: bool,
+          user: str | None, env: tuple[str, ...], workdir: str | None, privileged: bool) -> None:
+    """Run a command in a running container; exit with its exit code."""
+    from pyengine.containers.spec import exec_spec
+    from pyengine.runtime.launch import exec_in
+
+    engine = _containers(state)
+    record = engine.get(container)
+    if record.state.status != "running" or not record.state.pid:
+        raise UsageError(f"container {record.name} is not running")
+    spec = exec_spec(record, list(command), user=user, env=_env(env, ()), workdir=workdir, tty=tty,
+                     privileged=privileged)
+    stdin = sys.stdin.fileno() if interactive and not tty else None
+    if detach:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        exec_in(record.state.pid, spec, devnull, devnull, devnull, engine.isolators(), record.id)
+        return
+    process = exec_in(record.state.pid, spec, stdin, None if tty else sys.stdout.fileno(),
+                      None if tty else sys.stderr.fileno(), engine.isolators(), record.id)
+    if tty:
+        from pyengine.cli.attach_client import relay_pty
+
+        code = relay_pty(process, interactive)
+    else:
+        code = process.wait()
+    state.close()
+    sys.stdout.flush()
+    os._exit(code)

@@ -1,0 +1,1 @@
+"""Containers: their records, their monitor processes and the lifecycle verbs."""

@@ -1,0 +1,368 @@
+"""The per-container monitor: the process that starts a container and stays its parent.
+
+It owns the container's stdio (logging it to the json-file log and relaying it to attached
+clients), records the exit status and OOM kill, applies the restart policy with backoff, and
+cleans up (rootfs, isolators, network) when the container ends. It is forked from the CLI
+(daemonless) and detached with setsid, so a container outlives the command that started it.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from pyengine.log import get_logger
+
+from pyengine.containers import attach
+from pyengine.containers.logfile import JsonLogWriter
+from pyengine.containers.store import now_iso
+from pyengine.errors import PyEngineError
+
+if TYPE_CHECKING:
+    from pyengine.containers.engine import Containers
+
+log = get_logger("pyengine.monitor")
+
+
+def restart_wanted(policy: dict[str, Any], exit_code: int, restarts: int, stop_requested: bool) -> bool:
+    """Docker's restart policies: no, on-failure[:N], always, unless-stopped."""
+    name = policy.get("Name") or "no"
+    if stop_requested or name == "no":
+        return False
+    if name == "on-failure":
+        limit = int(policy.get("MaximumRetryCount") or 0)
+        return exit_code != 0 and (limit == 0 or restarts < limit)
+    return name in ("always", "unless-stopped")
+
+
+class Monitor:
+    """One container's monitor; ``run`` never returns (the process exits)."""
+
+    def __init__(self, containers: Containers, container_id: str, client: socket.socket | None,
+                 ready_fd: int | None) -> None:
+        self.containers = containers
+        self.store = containers.store
+        self.id = container_id
+        self.clients: list[socket.socket] = [client] if client is not None else []
+        self.readers: dict[socket.socket, attach.FrameReader] = {}
+        self.ready_fd = ready_fd
+        self.selector = selectors.DefaultSelector()
+        self.listener: socket.socket | None = None
+        self.process: Any = None
+        self.stdin_w: int | None = None
+        self.tty_master: int | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def run(self) -> None:
+        code = 0
+        try:
+            code = self._run()
+        except BaseException as exc:  # the monitor must record what happened, whatever it was
+            log.error("monitor.failed", container=self.id, reason=repr(exc))
+            self._notify_ready(f"error 125 {exc}")
+            code = 125
+        finally:
+            os._exit(0 if code == 0 else 1)
+
+    def _run(self) -> int:
+        record = self.store.load(self.id)
+        host_config = record.host_config
+        log_opts = host_config.get("LogConfig", {}).get("Config", {})
+        self.log = JsonLogWriter(self.store.log_path(self.id),
+                                 max_size=_parse_size(log_opts.get("max-size", "10m")),
+                                 max_files=int(log_opts.get("max-file", "2")))
+        self._listen()
+        for client in self.clients:
+            self._add_client(client)
+        policy = host_config.get("RestartPolicy") or {"Name": "no"}
+        delay = 0.1
+        final_code = 0
+        while True:
+            try:
+                self._start_once()
+            except PyEngineError as exc:
+                self._record_failure(exc)
+                self._notify_ready(f"error {exc.exit_code} {exc}")
+                final_code = exc.exit_code
+                break
+            self._notify_ready(f"ok {self.process.pid}")
+            started = time.monotonic()
+            exit_code = self._pump()
+            state = self._record_exit(exit_code)
+            final_code = exit_code
+            if not restart_wanted(policy, exit_code, state.restart_count, state.stop_requested):
+                break
+            # Docker's backoff: double from 100 ms; reset after a run of 10 s or more.
+            delay = 0.1 if time.monotonic() - started >= 10 else min(delay * 2, 60.0)
+            with self.store.container_lock(self.id):
+                state = self.store.load(self.id).state
+                state.status, state.restart_count = "restarting", state.restart_count + 1
+                self.store.save_state(self.id, state)
+            time.sleep(delay)
+            if self.store.load(self.id).state.stop_requested:
+                break
+        self.log.close()
+        # Clients learn the exit code only after cleanup (and --rm) are done, so that a
+        # `run --rm` that returned leaves nothing of the container behind.
+        self._finish()
+        self._send_exit(final_code)
+        return 0
+
+    def _start_once(self) -> None:
+        record = self.store.load(self.id)
+        interactive = record.config.get("OpenStdin", False)
+        tty = record.config.get("Tty", False)
+        stdout_r = stdout_w = stderr_r = stderr_w = None
+        stdin_r = None
+        if tty:
+            stdio = None
+        else:
+            stdout_r, stdout_w = os.pipe()
+            stderr_r, stderr_w = os.pipe()
+            if interactive:
+                stdin_r, self.stdin_w = os.pipe()
+            stdio = (stdin_r, stdout_w, stderr_w)
+        with self.store.container_lock(self.id):
+            state = self.store.load(self.id).state
+            try:
+                self.process = self.containers.launch(record, stdio)
+            finally:
+                for fd in (stdin_r, stdout_w, stderr_w):
+                    if fd is not None:
+                        os.close(fd)
+            state.status, state.pid, state.monitor_pid = "running", self.process.pid, os.getpid()
+            state.started_at, state.error, state.oom_killed = now_iso(), "", False
+            self.store.save_state(self.id, state)
+        self.containers.emit(record, "start")
+        if tty:
+            self.tty_master = self.process.tty_master
+            if interactive:
+                self.stdin_w = self.tty_master
+            self.selector.register(self.tty_master, selectors.EVENT_READ, ("out", "stdout"))
+        else:
+            self.selector.register(stdout_r, selectors.EVENT_READ, ("out", "stdout"))
+            self.selector.register(stderr_r, selectors.EVENT_READ, ("out", "stderr"))
+
+    def _pump(self) -> int:
+        """Relay output and input until the container exits; return its exit code."""
+        pidfd = os.pidfd_open(self.process.pid)
+        self.selector.register(pidfd, selectors.EVENT_READ, ("exit", None))
+        outputs = sum(1 for k in self.selector.get_map().values() if k.data[0] == "out")
+        exited = False
+        while outputs or not exited:
+            for key, _ in self.selector.select(timeout=None if not exited else 0.5):
+                kind, stream = key.data
+                if kind == "exit":
+                    self.selector.unregister(pidfd)
+                    os.close(pidfd)
+                    exited = True
+                elif kind == "out":
+                    try:
+                        data = os.read(key.fd, 65536)
+                    except OSError:  # EIO from a pty whose slave side is gone
+                        data = b""
+                    if not data:
+                        self.selector.unregister(key.fd)
+                        os.close(key.fd)
+                        outputs -= 1
+                        continue
+                    self.log.write(stream, data)
+                    self._broadcast(attach.STDOUT if stream == "stdout" else attach.STDERR, data)
+                elif kind == "listen":
+                    conn, _ = self.listener.accept()
+                    self._add_client(conn)
+                elif kind == "client":
+                    self._client_input(key.fileobj)
+            if exited and outputs:
+                # Background children may hold the pipes open after PID 1 died: drain what is
+                # there, then stop waiting for them.
+                ready = self.selector.select(timeout=0.2)
+                if not any(k.data[0] == "out" for k, _ in ready):
+                    for key in list(self.selector.get_map().values()):
+                        if key.data[0] == "out":
+                            self.selector.unregister(key.fd)
+                            os.close(key.fd)
+                    outputs = 0
+        self.log.flush()
+        if self.stdin_w is not None and self.stdin_w != self.tty_master:
+            os.close(self.stdin_w)
+        self.stdin_w = self.tty_master = None
+        return self.process.wait()
+
+    # -- attach clients --------------------------------------------------------------------
+    def _listen(self) -> None:
+        path = self.store.run_path(self.id) / "attach.sock"
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # A run root plus a 64-hex ID is longer than sun_path's 108 bytes: bind through a
+        # descriptor of the directory instead.
+        dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+        try:
+            self.listener.bind(f"/proc/self/fd/{dir_fd}/{path.name}")
+        finally:
+            os.close(dir_fd)
+        os.chmod(path, 0o600)
+        self.listener.listen(8)
+        self.selector.register(self.listener, selectors.EVENT_READ, ("listen", None))
+
+    def _add_client(self, conn: socket.socket) -> None:
+        conn.setblocking(True)
+        self.readers[conn] = attach.FrameReader()
+        if conn not in self.clients:
+            self.clients.append(conn)
+        self.selector.register(conn, selectors.EVENT_READ, ("client", None))
+
+    def _drop_client(self, conn: socket.socket) -> None:
+        try:
+            self.selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        self.readers.pop(conn, None)
+        if conn in self.clients:
+            self.clients.remove(conn)
+        conn.close()
+
+    def _client_input(self, conn: socket.socket) -> None:
+        try:
+            data = conn.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_client(conn)
+            return
+        for stream, payload in self.readers[conn].feed(data):
+            if stream == attach.STDIN and self.stdin_w is not None:
+                try:
+                    os.write(self.stdin_w, payload)
+                except OSError:
+                    pass
+            elif stream == attach.STDIN_EOF and self.stdin_w is not None:
+                if self.stdin_w == self.tty_master:
+                    os.write(self.stdin_w, b"\x04")
+                else:
+                    os.close(self.stdin_w)
+                    self.stdin_w = None
+            elif stream == attach.RESIZE and self.tty_master is not None:
+                import fcntl
+                import struct
+                import termios
+
+                rows, cols = struct.unpack(">HH", payload)
+                fcntl.ioctl(self.tty_master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def _broadcast(self, stream: int, data: bytes) -> None:
+        for conn in list(self.clients):
+            try:
+                attach.send_frame(conn, stream, data)
+            except OSError:
+                self._drop_client(conn)
+
+    def _send_exit(self, code: int) -> None:
+        self._broadcast(attach.EXIT, str(code).encode())
+        for conn in list(self.clients):
+            self._drop_client(conn)
+
+    def _notify_ready(self, message: str) -> None:
+        if self.ready_fd is not None:
+            try:
+                os.write(self.ready_fd, message.encode()[:4000])
+                os.close(self.ready_fd)
+            except OSError:
+                pass
+            self.ready_fd = None
+
+    # -- state -----------------------------------------------------------------------------
+    def _record_exit(self, exit_code: int) -> Any:
+        record = self.store.load(self.id)
+        oom = self.containers.oom_killed(record)
+        with self.store.container_lock(self.id):
+            state = self.store.load(self.id).state
+            state.status, state.exit_code, state.pid = "exited", exit_code, 0
+            state.oom_killed, state.finished_at = oom, now_iso()
+            self.store.save_state(self.id, state)
+        self.containers.release_runtime(record)
+        self.containers.emit(record, "die", exitCode=str(exit_code))
+        if oom:
+            self.containers.emit(record, "oom")
+        return state
+
+    def _record_failure(self, exc: PyEngineError) -> None:
+        record = self.store.load(self.id)
+        with self.store.container_lock(self.id):
+            state = self.store.load(self.id).state
+            state.status, state.exit_code, state.pid = "exited", exc.exit_code, 0
+            state.error, state.finished_at = str(exc), now_iso()
+            self.store.save_state(self.id, state)
+        self.containers.release_runtime(record)
+
+    def _finish(self) -> None:
+        record = self.store.load(self.id)
+        with self.store.container_lock(self.id):
+            state = self.store.load(self.id).state
+            state.monitor_pid = 0
+            self.store.save_state(self.id, state)
+        if self.listener is not None:
+            self.listener.close()
+        if record.host_config.get("AutoRemove"):
+            try:
+                self.containers.remove(self.id, force=True, from_monitor=True)
+            except PyEngineError as exc:
+                log.warning("container.autoremove_failed", container=self.id, reason=str(exc))
+
+
+def _parse_size(text: str) -> int:
+    text = str(text).strip().lower()
+    units = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def spawn_monitor(containers: Containers, container_id: str, client: socket.socket | None) -> tuple[int, str]:
+    """Fork a detached monitor for the container; wait until it started the process.
+
+    :return: (monitor pid, the monitor's first message: ``ok <pid>`` or ``error <code> <msg>``)
+    """
+    ready_r, ready_w = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_r)
+            os.setsid()
+            # The monitor outlives the CLI: it must not hold the CLI's terminal or pipes.
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1):
+                os.dup2(devnull, fd)
+            monitor_log = containers.store.run_path(container_id) / "monitor.log"
+            err = os.open(monitor_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.dup2(err, 2)
+            os.close(devnull)
+            os.close(err)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+            Monitor(containers, container_id, client, ready_w).run()
+        finally:
+            os._exit(1)
+    os.close(ready_w)
+    if client is not None:
+        client_fd_owner = client  # the parent keeps its end; the child's copy is the monitor's
+        del client_fd_owner
+    chunks = []
+    while True:
+        chunk = os.read(ready_r, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(ready_r)
+    return pid, b"".join(chunks).decode(errors="replace") or "error 125 the monitor died while starting"

@@ -1,0 +1,259 @@
+"""From a container's Docker-style config to the OCI runtime spec the launcher takes.
+
+Owns the translation of user-facing options (env, user, workdir, volumes, tmpfs, ulimits,
+resources, capabilities) into the OCI vocabulary; the runtime's defaults (Docker's default
+capabilities, masked paths, /dev) come from ``pyengine.runtime.spec``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyengine.containers.volumes import VolumeStore, is_named_volume
+from pyengine.errors import UsageError
+
+if TYPE_CHECKING:
+    from pyengine.containers.store import ContainerRecord
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024 ** 2, "mb": 1024 ** 2,
+          "g": 1024 ** 3, "gb": 1024 ** 3, "t": 1024 ** 4, "tb": 1024 ** 4}
+
+
+def parse_bytes(value: str | int) -> int:
+    """``64m`` -> 67108864, as Docker's RAMInBytes."""
+    if isinstance(value, int):
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match.group(2).lower() not in _UNITS:
+        raise UsageError(f"invalid size: {value!r} (use a number with an optional unit b, k, m, g)")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def merge_image_config(image_config: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The container config: the user's values over the image's, as Docker merges them."""
+    merged = dict(config)
+    image_config = image_config or {}
+    if config.get("Entrypoint") is not None:
+        # A new entrypoint drops the image's Cmd, as in Docker.
+        merged["Cmd"] = config.get("Cmd") or []
+    else:
+        merged["Entrypoint"] = image_config.get("Entrypoint") or []
+        merged["Cmd"] = config.get("Cmd") or image_config.get("Cmd") or []
+    env = {}
+    for item in (image_config.get("Env") or []) + (config.get("Env") or []):
+        key, _, value = item.partition("=")
+        env[key] = value
+    env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    merged["Env"] = [f"{k}={v}" for k, v in env.items()]
+    merged["WorkingDir"] = config.get("WorkingDir") or image_config.get("WorkingDir") or "/"
+    merged["User"] = config.get("User") or image_config.get("User") or ""
+    merged["Labels"] = {**(image_config.get("Labels") or {}), **(config.get("Labels") or {})}
+    merged["ExposedPorts"] = {**(image_config.get("ExposedPorts") or {}), **(config.get("ExposedPorts") or {})}
+    if not merged.get("StopSignal") and image_config.get("StopSignal"):
+        merged["StopSignal"] = image_config["StopSignal"]
+    return merged
+
+
+def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
+    """``name``, ``uid``, ``name:group`` or ``uid:gid`` through the image's /etc/passwd and
+    /etc/group; (uid, gid, additional gids)."""
+    if not user:
+        return 0, 0, []
+    name, _, group = user.partition(":")
+
+    def table(path: str) -> list[list[str]]:
+        try:
+            text = (rootfs / path).read_text(errors="replace")
+        except OSError:
+            return []
+        return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+    passwd, groups = table("etc/passwd"), table("etc/group")
+    uid = gid = None
+    user_name = None
+    for entry in passwd:
+        if len(entry) >= 4 and (entry[0] == name or (name.isdigit() and entry[2] == name)):
+            uid, gid, user_name = int(entry[2]), int(entry[3]), entry[0]
+            break
+    if uid is None:
+        if not name.isdigit():
+            raise UsageError(f"unable to find user {name}: no matching entries in passwd file")
+        uid, gid = int(name), 0
+    if group:
+        for entry in groups:
+            if len(entry) >= 3 and (entry[0] == group or (group.isdigit() and entry[2] == group)):
+                gid = int(entry[2])
+                break
+        else:
+            if not group.isdigit():
+                raise UsageError(f"unable to find group {group}: no matching entries in group file")
+            gid = int(group)
+    extra = sorted({int(e[2]) for e in groups if len(e) >= 4 and user_name and user_name in e[3].split(",")
+                    and e[2].isdigit()} - {gid})
+    return uid, gid or 0, extra
+
+
+def resources(host_config: dict[str, Any]) -> dict[str, Any]:
+    """Docker's HostConfig limits as OCI ``linux.resources``."""
+    res: dict[str, Any] = {}
+    memory: dict[str, Any] = {}
+    if host_config.get("Memory"):
+        memory["limit"] = int(host_config["Memory"])
+    if host_config.get("MemorySwap"):
+        memory["swap"] = int(host_config["MemorySwap"])
+    if host_config.get("MemoryReservation"):
+        memory["reservation"] = int(host_config["MemoryReservation"])
+    if host_config.get("OomKillDisable"):
+        memory["disableOOMKiller"] = True
+    if memory:
+        res["memory"] = memory
+    cpu: dict[str, Any] = {}
+    if host_config.get("NanoCpus"):
+        cpu["period"] = 100000
+        cpu["quota"] = int(host_config["NanoCpus"] * 100000 // 1_000_000_000)
+    if host_config.get("CpuPeriod"):
+        cpu["period"] = int(host_config["CpuPeriod"])
+    if host_config.get("CpuQuota"):
+        cpu["quota"] = int(host_config["CpuQuota"])
+    if host_config.get("CpuShares"):
+        cpu["shares"] = int(host_config["CpuShares"])
+    if host_config.get("CpusetCpus"):
+        cpu["cpus"] = host_config["CpusetCpus"]
+    if host_config.get("CpusetMems"):
+        cpu["mems"] = host_config["CpusetMems"]
+    if cpu:
+        res["cpu"] = cpu
+    if host_config.get("PidsLimit"):
+        res["pids"] = {"limit": int(host_config["PidsLimit"])}
+    if host_config.get("BlkioWeight"):
+        res["blockIO"] = {"weight": int(host_config["BlkioWeight"])}
+    return res
+
+
+def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path) -> dict[str, Any]:
+    """The OCI runtime spec for one start of the container."""
+    from pyengine.runtime.spec import default_spec
+
+    config, host = record.config, record.host_config
+    args = list(config.get("Entrypoint") or []) + list(config.get("Cmd") or [])
+    spec = default_spec(args, str(rootfs), terminal=bool(config.get("Tty")),
+                        privileged=bool(host.get("Privileged")))
+    process = spec["process"]
+    process["env"] = list(config.get("Env") or [])
+    if config.get("Tty") and not any(e.startswith("TERM=") for e in process["env"]):
+        process["env"].append("TERM=xterm")
+    process["cwd"] = config.get("WorkingDir") or "/"
+    uid, gid, extra = resolve_user(rootfs, config.get("User") or "")
+    process["user"] = {"uid": uid, "gid": gid, "additionalGids": extra}
+    spec["hostname"] = config.get("Hostname") or record.id[:12]
+    spec["root"]["readonly"] = bool(host.get("ReadonlyRootfs"))
+    _capabilities(process, host)
+    if host.get("Ulimits"):
+        by_type = {r["type"]: r for r in process.get("rlimits", [])}
+        for ulimit in host["Ulimits"]:
+            by_type["RLIMIT_" + ulimit["Name"].upper()] = {
+                "type": "RLIMIT_" + ulimit["Name"].upper(), "soft": int(ulimit["Soft"]), "hard": int(ulimit["Hard"])}
+        process["rlimits"] = list(by_type.values())
+    sec = [s for s in host.get("SecurityOpt") or []]
+    if "seccomp=unconfined" in sec or "seccomp:unconfined" in sec:
+        spec["linux"].pop("seccomp", None)
+    if "no-new-privileges=false" in sec:
+        process["noNewPrivileges"] = False
+    spec["linux"]["resources"] = resources(host)
+    mounts = spec.setdefault("mounts", [])
+    for target, options in (host.get("Tmpfs") or {}).items():
+        mounts.append({"destination": target, "type": "tmpfs", "source": "tmpfs",
+                       "options": ["nosuid", "nodev"] + [o for o in options.split(",") if o]})
+    data_root = container_dir.parent.parent
+    for bind in host.get("Binds") or []:
+        source, target, mode = _split_bind(bind)
+        if is_named_volume(source):
+            source = VolumeStore(data_root).create(source)["Mountpoint"]
+        mounts.append({"destination": target, "type": "bind", "source": source,
+                       "options": ["rbind", "ro" if mode == "ro" else "rw"]})
+    mounts.extend(_etc_files(record, container_dir, spec["hostname"], network_mode := host.get("NetworkMode") or "none"))
+    if host.get("Init"):
+        spec.setdefault("annotations", {})["pyengine.init"] = "true"
+    if network_mode == "host":
+        spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "network"]
+    return spec
+
+
+def _etc_files(record: ContainerRecord, container_dir: Path, hostname: str, network_mode: str) -> list[dict[str, Any]]:
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf for the container, bind-mounted from its
+    directory as Docker does (the host's own files with the host network)."""
+    if network_mode == "host":
+        sources = {"hosts": Path("/etc/hosts"), "resolv.conf": Path("/etc/resolv.conf")}
+    else:
+        hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
+                 f"127.0.1.1\t{hostname}"]
+        for entry in record.host_config.get("ExtraHosts") or []:
+            name, _, address = entry.partition(":")
+            hosts.append(f"{address}\t{name}")
+        (container_dir / "hosts").write_text("\n".join(hosts) + "\n")
+        dns = record.host_config.get("Dns") or []
+        search = record.host_config.get("DnsSearch") or []
+        resolv = [f"nameserver {d}" for d in dns] + ([f"search {' '.join(search)}"] if search else [])
+        (container_dir / "resolv.conf").write_text("\n".join(resolv) + ("\n" if resolv else ""))
+        sources = {"hosts": container_dir / "hosts", "resolv.conf": container_dir / "resolv.conf"}
+    (container_dir / "hostname").write_text(hostname + "\n")
+    sources["hostname"] = container_dir / "hostname"
+    return [{"destination": f"/etc/{name}", "type": "bind", "source": str(path), "options": ["rbind", "rw"]}
+            for name, path in sources.items() if path.exists()]
+
+
+def _split_bind(bind: str) -> tuple[str, str, str]:
+    parts = bind.split(":")
+    if len(parts) == 2:
+        return parts[0], parts[1], "rw"
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    raise UsageError(f"invalid volume specification: {bind!r}")
+
+
+def _capabilities(process: dict[str, Any], host: dict[str, Any]) -> None:
+    caps = process.get("capabilities")
+    if caps is None or host.get("Privileged"):
+        return
+    current = list(caps.get("bounding", []))
+    for cap in host.get("CapAdd") or []:
+        name = cap.upper() if cap.upper().startswith("CAP_") else "CAP_" + cap.upper()
+        if name == "CAP_ALL":
+            from pyengine.runtime.spec import ALL_CAPABILITIES
+
+            current = list(ALL_CAPABILITIES)
+        elif name not in current:
+            current.append(name)
+    for cap in host.get("CapDrop") or []:
+        name = cap.upper() if cap.upper().startswith("CAP_") else "CAP_" + cap.upper()
+        current = [] if name == "CAP_ALL" else [c for c in current if c != name]
+    for key in ("bounding", "effective", "permitted"):
+        caps[key] = list(current)
+
+
+def exec_spec(record: ContainerRecord, args: list[str], *, user: str | None, env: list[str],
+              workdir: str | None, tty: bool, privileged: bool) -> dict[str, Any]:
+    """The spec of a process started in a running container by ``exec``: the container's
+    environment, user and confinement, with the exec's own overrides."""
+    from pyengine.runtime.spec import default_spec
+
+    config, host = record.config, record.host_config
+    spec = default_spec(args, "/", terminal=tty, privileged=privileged or bool(host.get("Privileged")))
+    process = spec["process"]
+    merged = {}
+    for item in list(config.get("Env") or []) + env:
+        key, _, value = item.partition("=")
+        merged[key] = value
+    process["env"] = [f"{k}={v}" for k, v in merged.items()]
+    process["cwd"] = workdir or config.get("WorkingDir") or "/"
+    rootfs = Path(f"/proc/{record.state.pid}/root")
+    uid, gid, extra = resolve_user(rootfs, user if user is not None else (config.get("User") or ""))
+    process["user"] = {"uid": uid, "gid": gid, "additionalGids": extra}
+    if not privileged:
+        _capabilities(process, host)
+    sec = host.get("SecurityOpt") or []
+    if "seccomp=unconfined" in sec or "seccomp:unconfined" in sec:
+        spec["linux"].pop("seccomp", None)
+    return spec
