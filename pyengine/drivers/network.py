@@ -35,8 +35,17 @@ class NetworkDriver(Protocol):
     def delete_network(self, network_id: str, state: dict[str, Any]) -> None:
         """Remove everything ``create_network`` made."""
 
-    def join(self, network_id: str, container_id: str, netns_path: str | None) -> Endpoint:
-        """Attach the container's network namespace (made by the isolator) to the network."""
+    def join(self, network_id: str, container_id: str, netns_path: str | None, *,
+             state: dict[str, Any] | None = None, address: str | None = None,
+             ports: list[dict[str, Any]] | None = None) -> Endpoint:
+        """Attach the container's network namespace (made by the isolator) to the network.
+
+        :param state: what ``create_network`` returned for this network (drivers keep no
+            per-network memory of their own that the core must know about)
+        :param address: the container's address as CIDR, chosen by the core's IPAM; None for
+            drivers without subnets
+        :param ports: published ports, dicts of container_port, host_port, host_ip, protocol
+        """
 
     def leave(self, endpoint: Endpoint) -> None:
         """Undo ``join``: remove the container's links, addresses and rules."""

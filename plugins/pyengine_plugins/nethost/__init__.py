@@ -23,7 +23,9 @@ class HostNetwork:
     def delete_network(self, network_id: str, state: dict[str, Any]) -> None:
         pass
 
-    def join(self, network_id: str, container_id: str, netns_path: str | None) -> Endpoint:
+    def join(self, network_id: str, container_id: str, netns_path: str | None, *,
+             state: dict[str, Any] | None = None, address: str | None = None,
+             ports: list[dict[str, Any]] | None = None) -> Endpoint:
         return Endpoint(netns_path=None)
 
     def leave(self, endpoint: Endpoint) -> None:

@@ -25,7 +25,9 @@ class NoneNetwork:
     def delete_network(self, network_id: str, state: dict[str, Any]) -> None:
         pass
 
-    def join(self, network_id: str, container_id: str, netns_path: str | None) -> Endpoint:
+    def join(self, network_id: str, container_id: str, netns_path: str | None, *,
+             state: dict[str, Any] | None = None, address: str | None = None,
+             ports: list[dict[str, Any]] | None = None) -> Endpoint:
         if netns_path is None:
             raise ValueError("the none network needs the container's own network namespace")
         from pyroute2 import NetNS
