@@ -202,3 +202,14 @@ def test_user_resolved_through_image_passwd(engine: EngineEnv) -> None:
 def test_attached_run_passes_stdin(engine: EngineEnv) -> None:
     result = engine.run("run", "--rm", "-i", "busybox", "sh", "-c", "tr a-z A-Z", input="hello\n", check=True)
     assert result.stdout == "HELLO\n"
+
+
+def test_network_none_has_only_loopback_up(engine: EngineEnv) -> None:
+    result = engine.run("run", "--rm", "--network", "none", "busybox", "sh", "-c",
+                        "ls /sys/class/net; ping -c1 -W1 127.0.0.1 >/dev/null && echo LO-OK", check=True)
+    assert result.stdout.split() == ["lo", "LO-OK"]
+
+
+def test_network_host_sees_the_hosts_interfaces(engine: EngineEnv) -> None:
+    result = engine.run("run", "--rm", "--network", "host", "busybox", "ls", "/sys/class/net", check=True)
+    assert sorted(result.stdout.split()) == sorted(os.listdir("/sys/class/net"))

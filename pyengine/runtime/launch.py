@@ -382,6 +382,8 @@ def _child_main(spec: dict[str, Any], namespaces: list[dict[str, Any]], err_w: i
             os.close(fd)
         if unshare_flags:
             k.unshare(unshare_flags)
+        if unshare_flags & k.CLONE_NEWNET:
+            k.loopback_up()  # Docker's "none" network: a namespace of its own, loopback up
         _setup_rootfs(spec, console)
         if spec.get("hostname") and any(n["type"] == "uts" for n in namespaces):
             k.sethostname(spec["hostname"])
