@@ -119,6 +119,10 @@ def test_pull_of_skopeo_push_gives_umoci_rootfs(engine_env, test_image, registry
     got, want_tree = stored_rootfs(engine_env, f"{registry.host}/{REPO}:v1"), tree_manifest(test_image["reference"])
     assert got == want_tree, {k: (got.get(k), want_tree.get(k)) for k in set(got) ^ set(want_tree) or
                               [k for k in got if got[k] != want_tree[k]]}
+    # And it runs: a container from the pulled image.
+    ran = engine_env.run("run", "--rm", f"{registry.host}/{REPO}:v1", "/bin/busybox", "echo", "pulled-and-running",
+                         check=True)
+    assert ran.stdout == "pulled-and-running\n"
     # Everything is in the store now: a second pull downloads nothing.
     again = engine_env.run("pull", f"{registry.host}/{REPO}:v1", check=True)
     assert "Pull complete" not in again.stdout and "Already exists" in again.stdout
