@@ -105,3 +105,15 @@ def test_save_then_load_keeps_image_id_and_manifest_digest(engine_env, test_imag
                      tree_manifest(test_image["reference"]))
     config = json.loads(engine_env.run("image", "inspect", DOCKER_NAME, check=True).stdout)[0]
     assert config["RepoTags"] == [DOCKER_NAME]
+
+
+@pytest.mark.vm
+@pytest.mark.parametrize("kind", ["oci", "docker"])
+def test_loaded_rootfs_matches_umoci_unpack_on_devicemapper(engine_env, test_image, kind: str) -> None:
+    """The same check on devicemapper, in the VM (the host kernel has no device-mapper)."""
+    import os
+
+    if not os.path.exists("/dev/mapper/control"):
+        pytest.skip("needs device-mapper: run in the VM (.ci/vm-run)")
+    engine_env.write_config('[storage.devicemapper]\ndata-size = "2G"\nmetadata-size = "64M"\nbase-size = "256M"\n')
+    test_loaded_rootfs_matches_umoci_unpack(engine_env, test_image, "devicemapper", kind)
