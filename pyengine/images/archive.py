@@ -19,14 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-import structlog
+from pyengine.log import get_logger
 
 from pyengine.errors import InvalidArchive, NotFound, UsageError
 from pyengine.images import media
 from pyengine.images.reference import parse_reference
 from pyengine.images.store import HashingReader, Image, ImageStore, _load_json
 
-log = structlog.get_logger("pyengine.images.archive")
+log = get_logger("pyengine.images.archive")
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"

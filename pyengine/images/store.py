@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import structlog
+from pyengine.log import get_logger
 
 from pyengine.errors import Conflict, InvalidArchive, NotFound, PyEngineError, UsageError
 from pyengine.images import media
 from pyengine.images.reference import DIGEST_RE, Reference, looks_like_id, parse_reference
 
-log = structlog.get_logger("pyengine.images")
+log = get_logger("pyengine.images")
 
 CHUNK = 1 << 20
 
