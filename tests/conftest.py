@@ -93,6 +93,43 @@ def nothing_left_mounted(tmp_path_factory: pytest.TempPathFactory):
     assert not leftovers, f"the test run left mounts behind: {leftovers}"
 
 
+def _pyengine_cgroups() -> list[Path]:
+    """Every ``pyengine`` cgroup level under this process's own cgroup, in every hierarchy."""
+    own = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for controller in controllers.split(",") if controllers else ["unified"]:
+                own[controller.replace("name=", "")] = path
+    found = []
+    root = Path("/sys/fs/cgroup")
+    if (root / "cgroup.controllers").exists():  # pure cgroup v2
+        candidates = [root / own.get("unified", "/").lstrip("/") / "pyengine"]
+    else:
+        candidates = [h / own.get(h.name, "/").lstrip("/") / "pyengine" for h in root.iterdir() if h.is_dir()]
+    for top in candidates:
+        if top.is_dir():
+            found.append(top)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_cgroups_left():
+    """At the end of the run the engine's ``pyengine`` cgroup levels are empty: remove them
+    (rmdir succeeds only on a cgroup with no process and no child) and fail on what remains."""
+    yield
+    if os.geteuid() != 0:
+        return
+    remaining = []
+    for top in _pyengine_cgroups():
+        for dirpath, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                remaining.append(dirpath)
+    assert not remaining, f"the test run left cgroups with processes or children: {remaining[:10]}"
+
+
 def pytest_runtest_makereport(item, call):  # noqa: ANN001, ANN201 - pytest hook
     """With PYENGINE_NO_SKIP=1 a skip is a failure: CI must run everything."""
     if os.environ.get("PYENGINE_NO_SKIP") != "1" or call.excinfo is None:
