@@ -462,8 +462,13 @@ class ImageStore:
                     sizes.append(existing["size"])
                     continue
                 if storage.exists(layer_id):
-                    # Left by an interrupted load: its content is unknown, so redo it.
-                    storage.remove(layer_id)
+                    # Left by an interrupted load: its content is unknown, so redo it. The same
+                    # load may have left layers above it too; those go first, top down, since a
+                    # driver refuses to remove a layer that has children.
+                    for above in reversed(chains[i:]):
+                        above_id = above[len("sha256:"):]
+                        if above not in records and storage.exists(above_id):
+                            storage.remove(above_id)
                 started = time.monotonic()
                 storage.create(layer_id, parent)
                 created.append(layer_id)

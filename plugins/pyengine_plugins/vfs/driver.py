@@ -60,16 +60,18 @@ class VfsDriver:
             if result.returncode != 0:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise DriverError(f"copying layer {parent}: {result.stderr.strip()}")
+        os.rename(tmp, target)
+        # After the rename: a crash in between leaves a layer without a record (harmless: a
+        # vfs layer is a full copy) rather than a record without a layer.
         self.parents.mkdir(parents=True, exist_ok=True)
         (self.parents / layer_id).write_text(parent or "")
-        os.rename(tmp, target)
         log.debug("layer.created", layer=layer_id, parent=parent)
 
     def _children(self, layer_id: str) -> list[str]:
         children = []
         for record in self.parents.iterdir() if self.parents.is_dir() else []:
             try:
-                if record.read_text() == layer_id:
+                if record.read_text() == layer_id and (self.dirs / record.name).is_dir():
                     children.append(record.name)
             except FileNotFoundError:  # removed by another process meanwhile
                 continue
