@@ -256,3 +256,38 @@ def test_system_check_finds_a_layer_missing_in_the_driver_and_repair_drops_its_i
     assert run(engine_env, "images", "--format", "{{.Repository}}", check=True).stdout.split() == ["good"]
     missing = run(engine_env, "image", "inspect", "lost")
     assert missing.returncode == 1 and "No such image" in missing.stderr
+
+
+@pytest.mark.parametrize("case", ["hardlink_out", "dotdot", "write_through_symlink_to_root"])
+def test_malicious_layer_through_import_is_refused_and_store_unchanged(engine_env, tmp_path, case: str) -> None:
+    need_root()
+    run(engine_env, "import", str(rootfs_tar(tmp_path)), "present", check=True)
+    before = ib.store_snapshot(engine_env.data_root)
+    sentinel = tmp_path / "sentinel"
+    sentinel.write_text("outside\n")
+    evil = tmp_path / f"{case}.tar"
+    with tarfile.open(evil, "w") as tar:
+        ok = tarfile.TarInfo("ok")
+        ok.size = 2
+        tar.addfile(ok, io.BytesIO(b"ok"))
+        if case == "hardlink_out":
+            link = tarfile.TarInfo("evil")
+            link.type, link.linkname = tarfile.LNKTYPE, "../../../../../../" + str(sentinel)
+            tar.addfile(link)
+        elif case == "dotdot":
+            bad = tarfile.TarInfo("../../../../../../" + str(sentinel))
+            bad.size = 5
+            tar.addfile(bad, io.BytesIO(b"pwned"))
+        else:
+            root_link = tarfile.TarInfo("esc")
+            root_link.type, root_link.linkname = tarfile.SYMTYPE, "/"
+            tar.addfile(root_link)
+            through = tarfile.TarInfo("esc" + str(sentinel))
+            through.size = 5
+            tar.addfile(through, io.BytesIO(b"pwned"))
+    result = run(engine_env, "import", str(evil), "evil:1")
+    if result.returncode != 0:
+        one_line_error(result, result.returncode)
+        assert ib.store_snapshot(engine_env.data_root) == before
+    assert sentinel.read_text() == "outside\n", "the layer wrote outside its rootfs"
+    assert run(engine_env, "system", "check", check=True).stdout.strip() == "ok"
