@@ -64,12 +64,14 @@ def probe(options) -> None:  # noqa: ANN001 - DevicemapperOptions, imported lazi
     for tool in tools:
         if shutil.which(tool) is None:
             raise DriverNotSupported(f"{tool} not found (apt-get install dmsetup util-linux)")
-    if not os.path.exists("/dev/mapper/control"):
+    # The kernel's word, not the node's: a /dev/mapper/control left behind (a copied /dev,
+    # an earlier mknod) on a kernel without device-mapper would pass a node check.
+    if not _misc_has_device_mapper():
+        _modprobe("dm_mod", "dm_thin_pool")
         if not _misc_has_device_mapper():
-            _modprobe("dm_mod", "dm_thin_pool")
-        if not _misc_has_device_mapper():
-            raise DriverNotSupported("the kernel has no device-mapper (no /dev/mapper/control, "
+            raise DriverNotSupported("the kernel has no device-mapper (not in /proc/misc, "
                                      "and dm_mod cannot be loaded)")
+    if not os.path.exists("/dev/mapper/control"):
         # The module is there but nothing made the node (no udev): dmsetup can.
         run("dmsetup", "mknodes", check=False)
         if not os.path.exists("/dev/mapper/control"):
