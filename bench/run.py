@@ -91,7 +91,7 @@ def main() -> None:
         tar = busybox_rootfs_tar(work)
         env = {**os.environ, "PYENGINE_DATA_ROOT": str(work / "pe-data"), "PYENGINE_RUN_ROOT": str(work / "pe-run"),
                "PYENGINE_CONFIG": str(work / "pe.toml"), "PYENGINE_STORAGE_DRIVER": args.storage_driver}
-        (work / "pe.toml").write_text(f'[cgroups]\nparent = "pyengine/bench"\n')
+        (work / "pe.toml").write_text('[cgroups]\nparent = "pyengine/bench"\n')
         subprocess.run([pyengine, "import", str(tar), "busybox"], env=env, check=True, capture_output=True)
         commands = {"pyengine": ([pyengine, "run", "--rm", "--network", "none", "busybox", "true"], env, None)}
 
@@ -120,11 +120,12 @@ def main() -> None:
             spec["process"]["args"] = ["true"]
             spec["linux"]["cgroupsPath"] = parent + "/runc"
             (bundle / "config.json").write_text(json.dumps(spec))
-            commands["runc"] = ([runc, "--root", str(work / "runc-state"), "run", "-b", str(bundle), "bench"], None, None)
+            commands["runc"] = ([runc, "--root", str(work / "runc-state"), "run", "-b", str(bundle), "bench"],
+                                None, None)
         else:
             notes.append("runc: not installed" if not runc else "runc: no safe cgroup parent here")
 
-        for name, (argv, env_, cwd) in commands.items():  # warm-up
+        for argv, env_, cwd in commands.values():  # warm-up
             timed(argv, env_, cwd)
         for _ in range(args.runs):
             for name, (argv, env_, cwd) in commands.items():

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from pyengine.log import get_logger
-
 from pyengine.config import Config, validate_tables
 from pyengine.drivers import DRIVER_KINDS, DriverContext, DriverSpec
 from pyengine.errors import DriverNotSupported, PluginError, PyEngineError, UsageError
+from pyengine.log import get_logger
 from pyengine.plugin.manager import PluginHost, _reason
 
 log = get_logger("pyengine.engine")

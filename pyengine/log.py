@@ -14,7 +14,7 @@ from typing import Any
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 
-_settings = {"level": LEVELS["warning"], "format": "console", "configured": False}
+_settings: dict[str, Any] = {"level": LEVELS["warning"], "format": "console", "configured": False}
 
 
 def configure(level: str = "warning", fmt: str = "console") -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from cgroups_support import BUSYBOX, kill_cgroup, private_parent_name, spawn_in
-from conftest import need_root
 
+from conftest import need_root
 from pyengine.cgroups import CgroupOptions
 from pyengine.cgroups.fs import CgroupBusy, KernelFS, remove_cgroup
 from pyengine.drivers import DriverContext

@@ -8,10 +8,6 @@ from pathlib import Path
 
 import pytest
 from cgroups_support import V1_FILES, FakeFS
-from pyengine_plugins.cgroupv1.manager import CgroupV1Isolator
-from pyengine_plugins.cgroupv1.manager import probe as probe_v1
-from pyengine_plugins.cgroupv2.manager import CgroupV2Isolator
-from pyengine_plugins.cgroupv2.manager import probe as probe_v2
 
 from pyengine.cgroups import CgroupOptions, check_container_id
 from pyengine.cgroups.convert import (
@@ -25,6 +21,10 @@ from pyengine.cgroups.host import discover, parse_mountinfo, parse_proc_cgroup
 from pyengine.cgroups.record import PathRecords
 from pyengine.drivers import DriverContext
 from pyengine.errors import DriverError, DriverNotSupported, UsageError
+from pyengine_plugins.cgroupv1.manager import CgroupV1Isolator
+from pyengine_plugins.cgroupv1.manager import probe as probe_v1
+from pyengine_plugins.cgroupv2.manager import CgroupV2Isolator
+from pyengine_plugins.cgroupv2.manager import probe as probe_v2
 
 # recorded on the development host: hybrid mode, cpu and cpuacct mounted separately
 HYBRID_MOUNTINFO = """\

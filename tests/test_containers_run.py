@@ -15,15 +15,16 @@ import time
 from pathlib import Path
 
 import pytest
-
 from containers_support import busybox_rootfs_tar
+
 from conftest import EngineEnv, need_root
 
 DRIVERS = ["vfs", "overlay"]
 
 
 @pytest.fixture(params=DRIVERS)
-def engine(request: pytest.FixtureRequest, engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
+def engine(request: pytest.FixtureRequest, engine_env: EngineEnv,
+           tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
     """An engine with a busybox image, on each storage driver; stops what tests left running."""
     need_root()
     engine_env.env["PYENGINE_STORAGE_DRIVER"] = request.param
@@ -113,7 +114,8 @@ def test_run_pids_limit_contains_fork_bomb(engine: EngineEnv) -> None:
 
 
 def test_run_cpus_half_keeps_busy_loop_near_half_core(engine: EngineEnv) -> None:
-    cid = engine.run("run", "-d", "--cpus", "0.5", "busybox", "sh", "-c", "while :; do :; done", check=True).stdout.strip()
+    cid = engine.run("run", "-d", "--cpus", "0.5", "busybox", "sh", "-c", "while :; do :; done",
+                     check=True).stdout.strip()
     first = json.loads(engine.run("stats", "--no-stream", "--format", "json", cid, check=True).stdout)
     t0 = time.monotonic()
     time.sleep(3)

@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from containers_support import busybox_rootfs_tar
+
 from conftest import EngineEnv, need_root
 
 pytestmark = pytest.mark.vm
@@ -45,7 +45,8 @@ def _clean(engine_env: EngineEnv) -> None:
 
 
 @pytest.fixture(params=["devicemapper", "overlay", "vfs"])
-def engine(request: pytest.FixtureRequest, engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
+def engine(request: pytest.FixtureRequest, engine_env: EngineEnv,
+           tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
     """An engine with a busybox image on each storage driver."""
     yield _engine(request.param, engine_env, tmp_path_factory)
     _clean(engine_env)

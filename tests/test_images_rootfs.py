@@ -11,6 +11,7 @@ from pathlib import Path
 
 import imagebuild as ib
 import pytest
+
 from conftest import need_root, need_tool
 
 pytestmark = [pytest.mark.root, pytest.mark.tools]

@@ -114,7 +114,8 @@ def test_malicious_layer_is_refused_or_contained(case: str, sandbox: tuple[Path,
 
 def test_absolute_symlinks_are_kept_and_followed_inside_the_root(sandbox: tuple[Path, Path]) -> None:
     _, rootfs = sandbox
-    layer = _tar((_info("usr", tarfile.DIRTYPE, mode=0o755), None), (_info("usr/lib", tarfile.DIRTYPE, mode=0o755), None),
+    layer = _tar((_info("usr", tarfile.DIRTYPE, mode=0o755), None),
+                 (_info("usr/lib", tarfile.DIRTYPE, mode=0o755), None),
                  (_info("lib", tarfile.SYMTYPE, "/usr/lib"), None), (_info("lib/libc.so"), b"ELF"))
     apply_layer(rootfs, layer)
     assert os.readlink(rootfs / "lib") == "/usr/lib"

@@ -10,8 +10,9 @@ from pathlib import Path
 import imagebuild as ib
 import pytest
 import registry_fixtures as rf
-from conftest import need_root, need_tool
 from test_registry_distribution import manifest_digest, small_image
+
+from conftest import need_root, need_tool
 
 pytestmark = [pytest.mark.root, pytest.mark.tools, pytest.mark.registry]
 

@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from conftest import need_root, need_tool
 
 dm_mark = pytest.mark.vm
@@ -79,10 +80,9 @@ def test_devicemapper_options_are_validated(engine_env) -> None:
 def need_device_mapper() -> None:
     """Skip (a failure in CI) with the driver's own reason when the kernel lacks dm-thin."""
     need_root()
+    from pyengine.errors import DriverNotSupported
     from pyengine_plugins.devicemapper import DevicemapperOptions
     from pyengine_plugins.devicemapper.dm import probe
-
-    from pyengine.errors import DriverNotSupported
 
     try:
         probe(DevicemapperOptions())
@@ -126,10 +126,9 @@ def make_prefix(state_dir: Path) -> str:
 
 
 def make_driver(root: Path, **options):  # noqa: ANN201 - DevicemapperDriver, imported lazily
+    from pyengine.drivers import DriverContext
     from pyengine_plugins.devicemapper import DevicemapperOptions
     from pyengine_plugins.devicemapper.driver import DevicemapperDriver
-
-    from pyengine.drivers import DriverContext
 
     # Small sizes: the pool files live in the VM's RAM (tmpfs); sparse, so only used blocks count.
     defaults = {"data_size": "4G", "metadata_size": "64M", "base_size": "256M"}

@@ -64,11 +64,11 @@ def relay(sock: socket.socket, containers: Any, record: Any, interactive: bool, 
         while code is None:
             for key, _ in selector.select():
                 if key.data == "stdin":
-                    data = os.read(stdin_fd, 65536)
+                    data = os.read(key.fd, 65536)
                     if data:
                         attach.send_frame(sock, attach.STDIN, data)
                     else:
-                        selector.unregister(stdin_fd)
+                        selector.unregister(key.fd)
                         attach.send_frame(sock, attach.STDIN_EOF)
                     continue
                 data = sock.recv(65536)
@@ -87,7 +87,7 @@ def relay(sock: socket.socket, containers: Any, record: Any, interactive: bool, 
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if saved_tty is not None:
+        if saved_tty is not None and stdin_fd is not None:
             import termios
 
             termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved_tty)

@@ -153,7 +153,8 @@ def build_configs(image: str, command: tuple[str, ...], o: dict[str, Any]) -> tu
         tmpfs[path] = opts
     for bind in o["volume"]:
         parts = bind.split(":")
-        if len(parts) not in (2, 3) or not parts[1].startswith("/") or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        bad_mode = len(parts) == 3 and parts[2] not in ("ro", "rw")
+        if len(parts) not in (2, 3) or not parts[1].startswith("/") or bad_mode:
             raise UsageError(f"invalid volume {bind!r}: use HOST:CTR[:ro|rw] or NAME:CTR[:ro|rw]")
         if parts[0].startswith("/") and not os.path.exists(parts[0]):
             raise UsageError(f"bind source path does not exist: {parts[0]}")
@@ -339,7 +340,8 @@ def ps(state: CliState, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
         rows.append({"ID": r.id if no_trunc else r.id[:12], "Image": r.image,
                      "Command": cmd if no_trunc else (cmd[:20] + "…" if len(cmd) > 21 else cmd),
                      "CreatedAt": r.created, "Status": _status_text(r), "State": r.state.status,
-                     "Names": r.name, "Ports": "", "Labels": ",".join(f"{k}={v}" for k, v in (r.config.get("Labels") or {}).items())})
+                     "Names": r.name, "Ports": "",
+                     "Labels": ",".join(f"{k}={v}" for k, v in (r.config.get("Labels") or {}).items())})
     if fmt:
         for row in rows:
             click.echo(json.dumps(row) if fmt == "json" else _template(fmt, row))
@@ -349,7 +351,7 @@ def ps(state: CliState, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
              for row in rows]
     widths = [max(len(x[i]) for x in [header, *table]) for i in range(len(header))]
     for line in [header, *table]:
-        click.echo("   ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        click.echo("   ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)).rstrip())
 
 
 def _template(fmt: str, row: dict[str, Any]) -> str:
@@ -605,7 +607,8 @@ def stats(state: CliState, containers: tuple[str, ...], no_stream: bool, fmt: st
             for row in rows:
                 click.echo(json.dumps(row))
         else:
-            click.echo(f"{'CONTAINER ID':<14}{'NAME':<24}{'CPU SECONDS':>12}{'MEM USAGE':>14}{'MEM LIMIT':>14}{'PIDS':>6}")
+            click.echo(f"{'CONTAINER ID':<14}{'NAME':<24}{'CPU SECONDS':>12}"
+                       f"{'MEM USAGE':>14}{'MEM LIMIT':>14}{'PIDS':>6}")
             for row in rows:
                 cpu = (row.get("cpu") or {}).get("usage_ns")
                 mem = row.get("memory") or {}
@@ -620,10 +623,11 @@ def stats(state: CliState, containers: tuple[str, ...], no_stream: bool, fmt: st
 def _human(value: int | None) -> str:
     if value is None:
         return ""
+    size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.1f}{unit}" if unit != "B" else f"{value}B"
-        value /= 1024
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f}{unit}" if unit != "B" else f"{value}B"
+        size /= 1024
     return str(value)
 
 

@@ -12,10 +12,9 @@ import signal as signals
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyengine.log import get_logger
-
 from pyengine.containers.store import ContainerRecord, ContainerState, ContainerStore, now_iso, pid_alive
 from pyengine.errors import Conflict, NotFound, PyEngineError, UsageError
+from pyengine.log import get_logger
 
 if TYPE_CHECKING:
     from pyengine.engine import Engine

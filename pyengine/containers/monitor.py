@@ -14,14 +14,13 @@ import signal
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Any
-
-from pyengine.log import get_logger
+from typing import TYPE_CHECKING, Any, cast
 
 from pyengine.containers import attach
 from pyengine.containers.logfile import JsonLogWriter
 from pyengine.containers.store import now_iso
 from pyengine.errors import PyEngineError
+from pyengine.log import get_logger
 
 if TYPE_CHECKING:
     from pyengine.containers.engine import Containers
@@ -117,13 +116,15 @@ class Monitor:
         record = self.store.load(self.id)
         interactive = record.config.get("OpenStdin", False)
         tty = record.config.get("Tty", False)
-        stdout_r = stdout_w = stderr_r = stderr_w = None
+        stdout_w = stderr_w = None
+        outputs: list[tuple[int, str]] = []
         stdin_r = None
         if tty:
             stdio = None
         else:
             stdout_r, stdout_w = os.pipe()
             stderr_r, stderr_w = os.pipe()
+            outputs = [(stdout_r, "stdout"), (stderr_r, "stderr")]
             if interactive:
                 stdin_r, self.stdin_w = os.pipe()
             stdio = (stdin_r, stdout_w, stderr_w)
@@ -145,8 +146,8 @@ class Monitor:
                 self.stdin_w = self.tty_master
             self.selector.register(self.tty_master, selectors.EVENT_READ, ("out", "stdout"))
         else:
-            self.selector.register(stdout_r, selectors.EVENT_READ, ("out", "stdout"))
-            self.selector.register(stderr_r, selectors.EVENT_READ, ("out", "stderr"))
+            for fd, stream in outputs:
+                self.selector.register(fd, selectors.EVENT_READ, ("out", stream))
 
     def _pump(self) -> int:
         """Relay output and input until the container exits; return its exit code."""
@@ -173,11 +174,11 @@ class Monitor:
                         continue
                     self.log.write(stream, data)
                     self._broadcast(attach.STDOUT if stream == "stdout" else attach.STDERR, data)
-                elif kind == "listen":
+                elif kind == "listen" and self.listener is not None:
                     conn, _ = self.listener.accept()
                     self._add_client(conn)
                 elif kind == "client":
-                    self._client_input(key.fileobj)
+                    self._client_input(cast(socket.socket, key.fileobj))
             if exited and outputs:
                 # Background children may hold the pipes open after PID 1 died: drain what is
                 # there, then stop waiting for them.

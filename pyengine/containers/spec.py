@@ -173,7 +173,8 @@ def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path) -> di
             source = VolumeStore(data_root).create(source)["Mountpoint"]
         mounts.append({"destination": target, "type": "bind", "source": source,
                        "options": ["rbind", "ro" if mode == "ro" else "rw"]})
-    mounts.extend(_etc_files(record, container_dir, spec["hostname"], network_mode := host.get("NetworkMode") or "none"))
+    network_mode = host.get("NetworkMode") or "none"
+    mounts.extend(_etc_files(record, container_dir, spec["hostname"], network_mode))
     if host.get("Init"):
         spec.setdefault("annotations", {})["pyengine.init"] = "true"
     if network_mode == "host":

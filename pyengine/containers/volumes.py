@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pyengine.containers.store import now_iso, write_json_atomic
 from pyengine.errors import Conflict, NotFound, UsageError

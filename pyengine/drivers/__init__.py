@@ -6,9 +6,10 @@ The core talks to drivers only through these protocols. Plugins import from here
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 DriverKind = Literal["storage", "network", "isolation", "registry"]
 DRIVER_KINDS: tuple[DriverKind, ...] = ("storage", "network", "isolation", "registry")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Iterator, Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from pyengine.log import get_logger
-
 from pyengine.errors import InvalidArchive, NotFound, UsageError
 from pyengine.images import media
 from pyengine.images.reference import parse_reference
 from pyengine.images.store import HashingReader, Image, ImageStore, _load_json
+from pyengine.log import get_logger
 
 log = get_logger("pyengine.images.archive")
 

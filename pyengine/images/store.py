@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pyengine.log import get_logger
-
 from pyengine.errors import Conflict, InvalidArchive, NotFound, PyEngineError, UsageError
 from pyengine.images import media
 from pyengine.images.reference import DIGEST_RE, Reference, looks_like_id, parse_reference
+from pyengine.log import get_logger
 
 log = get_logger("pyengine.images")
 

@@ -87,11 +87,13 @@ def _add(tar: tarfile.TarFile, root: str, rel: str, links: dict[tuple[int, int],
         names = os.listxattr(full, follow_symlinks=False)
     except OSError:
         names = []
+    headers = dict(info.pax_headers)
     for name in names:
         if name.startswith("trusted.overlay."):
             continue
         value = os.getxattr(full, name, follow_symlinks=False)
-        info.pax_headers["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
+        headers["SCHILY.xattr." + name] = value.decode("utf-8", "surrogateescape")
+    info.pax_headers = headers
     if info.isreg():
         with open(full, "rb") as f:
             tar.addfile(info, f)

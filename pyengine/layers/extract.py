@@ -18,7 +18,7 @@ import subprocess
 import tarfile
 import threading
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from pyengine.errors import InvalidArchive
 
@@ -123,7 +123,7 @@ def open_layer(fileobj: BinaryIO) -> BinaryIO:
 
 
 class _Counter:
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: IO[bytes]) -> None:
         self.stream = stream
         self.count = 0
 
@@ -247,7 +247,8 @@ class _Applier:
                 raise InvalidArchive(f"layer entry {member.name!r}: hard link to the root")
             target = resolve_in_root(self.root, target_rel, follow_last=False)
             if not os.path.lexists(target):
-                raise InvalidArchive(f"layer entry {member.name!r}: hard link target {member.linkname!r} does not exist")
+                raise InvalidArchive(f"layer entry {member.name!r}: hard link target {member.linkname!r} "
+                                     "does not exist")
             if os.path.isdir(target) and not os.path.islink(target):
                 raise InvalidArchive(f"layer entry {member.name!r}: hard link to a directory")
             os.link(target, path, follow_symlinks=False)
@@ -331,7 +332,7 @@ class _Applier:
                 os.utime(path, ns=(ns, ns), follow_symlinks=False)
 
 
-def apply_layer(root: Path, tar_stream: BinaryIO, *, whiteouts: str = "delete") -> int:
+def apply_layer(root: Path, tar_stream: IO[bytes], *, whiteouts: str = "delete") -> int:
     """Apply an uncompressed layer tar to ``root``; return the bytes of tar read.
 
     :param whiteouts: ``delete`` removes what ``.wh.`` entries name (full-copy drivers);

@@ -4,6 +4,7 @@ through for networks. Calls drivers only through the NetworkDriver protocol."""
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import ipaddress
 import os
@@ -71,7 +72,7 @@ class NetworkManager:
         started = time.monotonic()
         spec = self.driver_spec(driver)
         with self.store.locked():
-            if self.store.find(name) is not None and self.store.find(name).name == name:
+            if (existing := self.store.find(name)) is not None and existing.name == name:
                 raise Conflict(f"network {name!r} already exists")
             record = NetworkRecord(id=secrets.token_hex(32), name=name, driver=driver,
                                    created=datetime.now(UTC).isoformat(),
@@ -94,7 +95,7 @@ class NetworkManager:
                        ip_range: str | None, driver: Any) -> None:
         taken = {f"network {r.name!r}": ipaddress.IPv4Network(r.subnet)
                  for r in self.store.all() if r.subnet}
-        host_routes = getattr(driver, "host_subnets", lambda: [])()
+        host_routes: list[ipaddress.IPv4Network] = getattr(driver, "host_subnets", lambda: [])()
         for route in host_routes:
             taken.setdefault(f"a route of this host ({route})", route)
         if subnet:
@@ -159,7 +160,7 @@ class NetworkManager:
         log.info("network.removed", network=record.name, id=record.id[:12])
         return record
 
-    def prune(self) -> list[NetworkRecord]:
+    def prune(self) -> builtins.list[NetworkRecord]:
         """Remove every user-defined network no container uses."""
         removed = []
         for record in self.store.all():
@@ -247,10 +248,10 @@ class NetworkManager:
             if container_id in record.endpoints:
                 self.disconnect(record.id, container_id)
 
-    def networks_of(self, container_id: str) -> list[NetworkRecord]:
+    def networks_of(self, container_id: str) -> builtins.list[NetworkRecord]:
         return [r for r in self.store.all() if container_id in r.endpoints]
 
-    def reconcile(self, live_container_ids: Iterable[str]) -> list[tuple[str, str]]:
+    def reconcile(self, live_container_ids: Iterable[str]) -> builtins.list[tuple[str, str]]:
         """Free every endpoint whose container is gone (its monitor died); returns
         (network name, container id) of each freed endpoint."""
         live = set(live_container_ids)
@@ -277,7 +278,7 @@ class NetworkManager:
         return freed
 
     # -- /etc/hosts and /etc/resolv.conf ---------------------------------------------------
-    def _names(self, record: NetworkRecord, container_id: str, hostname: str | None = None) -> list[str]:
+    def _names(self, record: NetworkRecord, container_id: str, hostname: str | None = None) -> builtins.list[str]:
         entry = record.endpoints[container_id]
         names = [n for n in (hostname, entry.name, *entry.aliases, container_id[:12]) if n]
         return list(dict.fromkeys(names))

@@ -16,10 +16,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-from pyengine.log import get_logger
 
 from pyengine.drivers import DRIVER_KINDS, DriverSpec
 from pyengine.errors import PluginError
+from pyengine.log import get_logger
 from pyengine.plugin import NAME, spec
 
 if TYPE_CHECKING:

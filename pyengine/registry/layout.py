@@ -113,7 +113,9 @@ def push_layout(store: Any, image_ref: str, text: str) -> str:
             os.rename(tmp, target)
     _blob(directory, digest).write_bytes(data)
     index_path = directory / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.exists() else {"schemaVersion": 2, "manifests": []}
+    index: dict[str, Any] = {"schemaVersion": 2, "manifests": []}
+    if index_path.exists():
+        index = json.loads(index_path.read_text())
     name = tag or "latest"
     index["manifests"] = [d for d in index.get("manifests") or []
                           if (d.get("annotations") or {}).get(REF_NAME) != name]

@@ -20,7 +20,6 @@ import resource
 import signal
 import stat
 import struct
-import sys
 import termios
 import time
 from collections import deque

@@ -10,8 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyengine.log import get_logger
-
 from pyengine.cgroups import CgroupOptions, check_container_id, options_of
 from pyengine.cgroups.convert import limit_value, parse_flat_keyed
 from pyengine.cgroups.fs import CgroupFS, KernelFS, ensure_path, remove_cgroup
@@ -19,6 +17,7 @@ from pyengine.cgroups.host import V1_OPTIONAL, V1_REQUIRED, HostCgroups, discove
 from pyengine.cgroups.record import PathRecords
 from pyengine.drivers import DriverContext
 from pyengine.errors import DriverError, DriverNotSupported
+from pyengine.log import get_logger
 
 log = get_logger(__name__)
 

@@ -11,8 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyengine.log import get_logger
-
 from pyengine.cgroups import CgroupOptions, check_container_id, options_of
 from pyengine.cgroups.convert import (
     blkio_weight_to_io_weight,
@@ -26,6 +24,7 @@ from pyengine.cgroups.host import V2_OPTIONAL, V2_REQUIRED, HostCgroups, discove
 from pyengine.cgroups.record import PathRecords
 from pyengine.drivers import DriverContext
 from pyengine.errors import DriverError, DriverNotSupported
+from pyengine.log import get_logger
 
 log = get_logger(__name__)
 

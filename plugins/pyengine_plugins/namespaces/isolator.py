@@ -7,10 +7,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pyengine.log import get_logger
-
 from pyengine.drivers import DriverContext
 from pyengine.errors import DriverNotSupported
+from pyengine.log import get_logger
 
 log = get_logger("pyengine.namespaces")
 

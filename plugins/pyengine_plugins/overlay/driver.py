@@ -17,9 +17,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from pyengine.drivers import DriverContext
 from pyengine.drivers.counts import MountCounts
@@ -95,7 +96,7 @@ def _try_mount(data_root: Path) -> str | None:
         try:
             _mount("overlay", str(scratch / "merged"), "overlay", 0, data)
         except OSError as exc:
-            return f"a test mount of overlayfs on {backing} failed: {os.strerror(exc.errno)}"
+            return f"a test mount of overlayfs on {backing} failed: {os.strerror(exc.errno or 0)}"
         try:
             ok = (scratch / "merged" / "f").read_text() == "x"
         finally:
@@ -264,13 +265,13 @@ class OverlayDriver:
 
         if parent == (self._read(layer_id, "parent") or None):
             return export_overlay_upper(self._dir(layer_id) / "diff")
-        with self._mounted(layer_id) as top, self._mounted(parent) as below:
+        with self._mounted(layer_id) as top, self._mounted_parent(parent) as below:
             return export_diff(top, below)
 
     def changes(self, layer_id: str, parent: str | None) -> list[tuple[str, str]]:
         from pyengine.layers.diff import changes
 
-        with self._mounted(layer_id) as top, self._mounted(parent) as below:
+        with self._mounted(layer_id) as top, self._mounted_parent(parent) as below:
             return changes(top, below)
 
     def diff_size(self, layer_id: str, parent: str | None) -> int:
@@ -284,11 +285,19 @@ class OverlayDriver:
                     if st.st_nlink >= 1 and (st.st_mode & 0o170000) == 0o100000:
                         total += st.st_size
             return total
-        with self._mounted(layer_id) as top, self._mounted(parent) as below:
+        with self._mounted(layer_id) as top, self._mounted_parent(parent) as below:
             return diff_size(top, below)
 
     @contextmanager
-    def _mounted(self, layer_id: str | None) -> Iterator[Path | None]:
+    def _mounted(self, layer_id: str) -> Iterator[Path]:
+        path = self.get(layer_id)
+        try:
+            yield path
+        finally:
+            self.put(layer_id)
+
+    @contextmanager
+    def _mounted_parent(self, layer_id: str | None) -> Iterator[Path | None]:
         if layer_id is None:
             yield None
             return

@@ -7,11 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from pyengine.log import get_logger
-
 from pyengine.drivers import DriverContext
 from pyengine.drivers.counts import MountCounts
 from pyengine.errors import Conflict, DriverError, NotFound
+from pyengine.log import get_logger
 
 log = get_logger("pyengine.storage.vfs")
 
