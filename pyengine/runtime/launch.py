@@ -169,28 +169,38 @@ def launch(container_id: str, spec: dict[str, Any], isolators: Iterable[Any] = (
     pid_entry = next((n for n in namespaces if n["type"] == "pid"), None)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    # The child says "my namespaces exist" on this pipe, so that isolators entering it (a
+    # network driver moving a veth into its network namespace) find them.
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
     try:
         pid = _fork_in_pid_ns(pid_entry)
     except BaseException:
-        for fd in (err_r, err_w, sync_r, sync_w, master, slave):
+        for fd in (err_r, err_w, sync_r, sync_w, ready_r, ready_w, master, slave):
             if fd is not None:
                 os.close(fd)
         raise
     if pid == 0:  # pragma: no cover - the child never returns
         os.close(err_r)
         os.close(sync_w)
+        os.close(ready_r)
         if master is not None:
             os.close(master)
-        _child_main(spec, namespaces, err_w, sync_r, slave, (stdin, stdout, stderr))
+        _child_main(spec, namespaces, err_w, sync_r, slave, (stdin, stdout, stderr), ready_w)
     os.close(err_w)
     os.close(sync_r)
+    os.close(ready_w)
     if slave is not None:
         os.close(slave)
     process = Process(pid, master, state)
     try:
-        for isolator in isolators:
-            isolator.enter(container_id, spec, pid)
-        os.write(sync_w, b"g")
+        ready = os.read(ready_r, 1)
+    finally:
+        os.close(ready_r)
+    try:
+        if ready:  # else the child failed before its namespaces existed: _await_exec says why
+            for isolator in isolators:
+                isolator.enter(container_id, spec, pid)
+            os.write(sync_w, b"g")
     except BaseException:
         os.close(sync_w)
         os.close(err_r)
@@ -358,7 +368,7 @@ def _setup_stdio(slave: int | None, stdio: tuple[int | None, int | None, int | N
 
 
 def _child_main(spec: dict[str, Any], namespaces: list[dict[str, Any]], err_w: int, sync_r: int,
-                slave: int | None, stdio: tuple[int | None, int | None, int | None]) -> None:
+                slave: int | None, stdio: tuple[int | None, int | None, int | None], ready_w: int) -> None:
     """The container's PID 1 before exec: never returns."""
     try:
         # PID 1 dies with its parent (the monitor), so a killed monitor never leaves an
@@ -383,6 +393,8 @@ def _child_main(spec: dict[str, Any], namespaces: list[dict[str, Any]], err_w: i
             k.unshare(unshare_flags)
         if unshare_flags & k.CLONE_NEWNET:
             k.loopback_up()  # Docker's "none" network: a namespace of its own, loopback up
+        os.write(ready_w, b"r")
+        os.close(ready_w)
         _setup_rootfs(spec, console)
         if spec.get("hostname") and any(n["type"] == "uts" for n in namespaces):
             k.sethostname(spec["hostname"])
