@@ -64,8 +64,10 @@ def engine_env(tmp_path: Path) -> EngineEnv:
     config_path = root / "config.toml"
     config_path.write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYENGINE_")}
+    # Containers default to no network here: a bridge would be made in the machine's own
+    # namespace. Network tests run the engine inside a test host (tests/test_network_*.py).
     env.update({"PYENGINE_DATA_ROOT": str(data_root), "PYENGINE_RUN_ROOT": str(run_root),
-                "PYENGINE_CONFIG": str(config_path)})
+                "PYENGINE_CONFIG": str(config_path), "PYENGINE_NETWORK_DEFAULT": "none"})
     yield EngineEnv(root, data_root, run_root, config_path, env)
     leftovers = _mounts_under(str(root))
     for point in reversed(leftovers):

@@ -147,3 +147,24 @@ def test_engine_error_is_one_line_with_exit_status(engine_env):
     result = engine_env.run("--storage-driver", "nosuch", "info")
     assert result.returncode == 2
     assert one_line_error(result).startswith("pyengine: error: unknown storage driver 'nosuch' (--storage-driver)")
+
+
+def test_every_command_is_documented_in_docs_cli() -> None:
+    """docs/cli.md shows a usage line for every built-in command and every subcommand."""
+    import click
+
+    from pyengine.cli import BUILTIN_COMMANDS, cli
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    ctx = click.Context(cli)
+    missing = []
+    for name in sorted(BUILTIN_COMMANDS):
+        command = cli.get_command(ctx, name)
+        if f"pyengine {name}" not in text:
+            missing.append(name)
+        if isinstance(command, click.Group) and name != "container":
+            for sub in command.commands:
+                if f"pyengine {name} {sub}" not in text and not any(
+                        line.startswith(f"    pyengine {name} ") and sub in line for line in text.splitlines()):
+                    missing.append(f"{name} {sub}")
+    assert not missing, f"commands missing from docs/cli.md: {missing}"

@@ -214,9 +214,10 @@ def test_network_cli_create_ls_inspect_rm_and_refusals(test_host):  # noqa: ANN0
     assert overlap.returncode != 0 and overlap.stderr.count("\n") == 1 and "overlaps" in overlap.stderr
     unknown = test_host.cli("network", "create", "-d", "nosuch", "x")
     assert unknown.returncode != 0 and "unknown network driver 'nosuch'" in unknown.stderr
+    # An endpoint whose container does not exist (as after a crash) is freed by the next
+    # network verb, so the network can go; refusal while a real container uses it is in
+    # test_network_containers.py.
     test_host.py(f'm.connect("app", "a" * 64, "/run/netns/{c1}")')
-    refused = test_host.cli("network", "rm", "app")
-    assert refused.returncode == 1 and "in use" in refused.stderr and refused.stderr.count("\n") == 1
-    test_host.py('m.disconnect("app", "a" * 64)')
     assert test_host.cli("network", "rm", "app").returncode == 0
+    assert "eth0" not in test_host.sh(c1, "ip", "-o", "link").stdout
     assert "app" not in test_host.cli("network", "ls").stdout

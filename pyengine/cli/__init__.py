@@ -26,7 +26,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "plugins": "pyengine.cli.system:plugins",
     **{name: f"pyengine.cli.containers:{name}" for name in (
         "create", "run", "start", "ps", "logs", "stop", "kill", "restart", "rm", "wait", "inspect",
-        "pause", "unpause", "rename", "top", "stats", "container", "volume")},
+        "pause", "unpause", "rename", "top", "stats", "container", "volume", "port")},
     "exec": "pyengine.cli.containers:exec_",
     "network": "pyengine.cli.network:network",
     **{name: f"pyengine.cli.registry:{name}" for name in ("pull", "push", "login", "logout", "search")},

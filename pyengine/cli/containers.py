@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from pyengine.cli import CliState, pass_state
-from pyengine.errors import UsageError
+from pyengine.errors import NotFound, UsageError
 
 
 def _containers(state: CliState) -> Any:
@@ -59,9 +59,17 @@ def container_options(func: Any) -> Any:
         click.option("--cap-drop", multiple=True, help="Drop a capability."),
         click.option("--privileged", is_flag=True, help="All capabilities, no masked paths, no seccomp."),
         click.option("--security-opt", multiple=True, help="seccomp=unconfined, no-new-privileges[=false]."),
-        click.option("--network", "--net", "network", default=None, help="none | host | bridge | NAME."),
+        click.option("--network", "--net", "network", default=None,
+                     help="bridge | NAME | none | host | container:NAME [default: [network] default, "
+                          "else bridge where the host can run it]."),
+        click.option("-p", "--publish", multiple=True, help="[IP:][HOSTPORT:]PORT[/tcp|udp]."),
+        click.option("-P", "--publish-all", is_flag=True, help="Publish every exposed port on a random port."),
+        click.option("--expose", multiple=True, help="Expose PORT[/tcp|udp] (for -P)."),
+        click.option("--ip", help="IPv4 address on the network."),
+        click.option("--network-alias", multiple=True, help="Another name on a user-defined network."),
         click.option("--dns", multiple=True, help="DNS server."),
         click.option("--dns-search", multiple=True, help="DNS search domain."),
+        click.option("--dns-option", multiple=True, help="resolv.conf option (ndots:2)."),
         click.option("--add-host", multiple=True, help="HOST:IP entry for /etc/hosts."),
         click.option("--log-opt", multiple=True, help="max-size=10m, max-file=2."),
         click.option("--storage-opt", multiple=True, help="size=10G (drivers that support it)."),
@@ -143,6 +151,14 @@ def build_configs(image: str, command: tuple[str, ...], o: dict[str, Any]) -> tu
     }
     if o["entrypoint"] is not None:
         config["Entrypoint"] = [o["entrypoint"]] if o["entrypoint"] else []
+    exposed: dict[str, dict[str, Any]] = {}
+    for item in o["expose"]:
+        port, _, protocol = item.partition("/")
+        if not port.isdigit() or protocol not in ("", "tcp", "udp"):
+            raise UsageError(f"invalid --expose {item!r}: use PORT[/tcp|udp]")
+        exposed[f"{port}/{protocol or 'tcp'}"] = {}
+    if exposed:
+        config["ExposedPorts"] = exposed
     if o["stop_signal"]:
         from pyengine.containers.engine import parse_signal
 
@@ -166,8 +182,9 @@ def build_configs(image: str, command: tuple[str, ...], o: dict[str, Any]) -> tu
         "RestartPolicy": _restart_policy(o["restart"]), "Ulimits": _ulimits(o["ulimit"]),
         "ReadonlyRootfs": o["read_only"], "Privileged": o["privileged"],
         "CapAdd": list(o["cap_add"]), "CapDrop": list(o["cap_drop"]), "SecurityOpt": list(o["security_opt"]),
-        "NetworkMode": o["network"] or "none", "Dns": list(o["dns"]), "DnsSearch": list(o["dns_search"]),
-        "ExtraHosts": list(o["add_host"]),
+        "NetworkMode": o["network"] or "", "Dns": list(o["dns"]), "DnsSearch": list(o["dns_search"]),
+        "DnsOptions": list(o["dns_option"]), "ExtraHosts": list(o["add_host"]),
+        "PortBindings": _port_bindings(o["publish"]), "PublishAllPorts": o["publish_all"],
         "LogConfig": {"Type": "json-file", "Config": _kv(o["log_opt"], "log option")},
         "StorageOpt": _kv(o["storage_opt"], "storage option"),
         "Memory": parse_bytes(o["memory"]) if o["memory"] else 0,
@@ -181,7 +198,27 @@ def build_configs(image: str, command: tuple[str, ...], o: dict[str, Any]) -> tu
     }
     if host["AutoRemove"] and host["RestartPolicy"]["Name"] != "no":
         raise UsageError("--restart and --rm cannot be combined")
+    for entry in o["add_host"]:
+        name, sep, address = entry.partition(":")
+        if not name or not sep or not address:
+            raise UsageError(f"invalid --add-host {entry!r}: use HOST:IP")
     return config, host
+
+
+def _port_bindings(values: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
+    """``-p`` values as Docker's HostConfig.PortBindings."""
+    from pyengine.network.ports import parse_publish
+
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for value in values:
+        mapping = parse_publish(value)
+        bindings.setdefault(f"{mapping.container_port}/{mapping.protocol}", []).append(
+            {"HostIp": mapping.host_ip, "HostPort": str(mapping.host_port) if mapping.host_port else ""})
+    return bindings
+
+
+def _endpoint(o: dict[str, Any]) -> dict[str, Any]:
+    return {"Aliases": list(o["network_alias"]), "IPAddress": o["ip"] or ""}
 
 
 _CREATE_KEYS = ("detach",)
@@ -195,7 +232,7 @@ _CREATE_KEYS = ("detach",)
 def create(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> None:
     """Create a container from IMAGE without starting it; print its ID."""
     config, host = build_configs(image, command, o)
-    record = _containers(state).create(image, config, host, name=o["name"])
+    record = _containers(state).create(image, config, host, name=o["name"], endpoint=_endpoint(o))
     click.echo(record.id)
 
 
@@ -208,7 +245,7 @@ def run(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> None
     """Create and start a container from IMAGE; attached unless -d."""
     config, host = build_configs(image, command, o)
     containers = _containers(state)
-    record = containers.create(image, config, host, name=o["name"])
+    record = containers.create(image, config, host, name=o["name"], endpoint=_endpoint(o))
     if o["detach"]:
         try:
             containers.start(record.id)
@@ -631,6 +668,27 @@ def _human(value: int | None) -> str:
     return str(value)
 
 
+@click.command()
+@click.argument("container_ref", metavar="CONTAINER")
+@click.argument("private_port", required=False, metavar="[PRIVATE_PORT[/PROTO]]")
+@pass_state
+def port(state: CliState, container_ref: str, private_port: str | None) -> None:
+    """List the container's published ports (or the mapping of one)."""
+    from pyengine.containers.networking import joins_networks, port_lines
+
+    engine = _containers(state)
+    record = engine.get(container_ref)
+    lines: list[str] = []
+    if joins_networks(record.host_config.get("NetworkMode") or "none"):
+        from pyengine.network.manager import NetworkManager
+
+        lines = port_lines(NetworkManager(engine.engine), record, private_port)
+    if private_port and not lines:
+        raise NotFound(f"no public port {private_port!r} published for {record.name}")
+    for line in lines:
+        click.echo(line.split(" -> ", 1)[1] if private_port else line)
+
+
 @click.group()
 def container() -> None:
     """Manage containers."""
@@ -648,7 +706,8 @@ def container_prune(state: CliState, force: bool) -> None:
             click.echo(record.id)
 
 
-for _cmd in (create, run, start, ps, logs, stop, kill, restart, rm, wait, inspect, pause, unpause, rename, top, stats):
+for _cmd in (create, run, start, ps, logs, stop, kill, restart, rm, wait, inspect, pause, unpause, rename, top, stats,
+             port):
     container.add_command(_cmd, name="ls" if _cmd is ps else _cmd.name)
 
 

@@ -1,5 +1,7 @@
-"""``pyengine network``: create, ls, inspect, rm and prune networks (connect/disconnect come with
-containers and go through the same NetworkManager)."""
+"""``pyengine network``: create, ls, inspect, rm, prune, connect and disconnect.
+
+Every verb first reconciles: the endpoints of containers whose monitor died (SIGKILL, a
+reboot) are freed, so addresses, ports and rules never outlive their container."""
 
 from __future__ import annotations
 
@@ -11,10 +13,21 @@ from pyengine.cli import CliState, pass_state
 from pyengine.errors import UsageError
 
 
+def _containers(state: CliState):  # noqa: ANN202
+    from pyengine.containers.engine import Containers
+
+    return Containers(state.engine())
+
+
 def _manager(state: CliState):  # noqa: ANN202 - imported lazily to keep the CLI cheap
     from pyengine.network.manager import NetworkManager
 
-    return NetworkManager(state.engine())
+    manager = NetworkManager(state.engine())
+    # Containers whose monitor is gone are recorded as exited (and leave their networks);
+    # endpoints of containers that no longer exist at all are freed here.
+    live = [r.id for r in _containers(state).list(all_=True) if r.state.running]
+    manager.reconcile(live)
+    return manager
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -117,3 +130,30 @@ def prune(state: CliState, force: bool) -> None:
     """Remove every user-defined network no container uses."""
     for record in _manager(state).prune():
         click.echo(record.name)
+
+
+@network.command()
+@click.option("--alias", multiple=True, help="Another name for the container on this network.")
+@click.option("--ip", help="IPv4 address on the network.")
+@click.argument("name")
+@click.argument("container")
+@pass_state
+def connect(state: CliState, alias: tuple[str, ...], ip: str | None, name: str, container: str) -> None:
+    """Connect a container to a network (a running one at once, and at every start)."""
+    from pyengine.containers import networking
+
+    _manager(state)
+    networking.connect(_containers(state), name, container, list(alias), ip)
+
+
+@network.command()
+@click.option("-f", "--force", is_flag=True, help="Kept for Docker; disconnecting never needs it.")
+@click.argument("name")
+@click.argument("container")
+@pass_state
+def disconnect(state: CliState, force: bool, name: str, container: str) -> None:
+    """Disconnect a container from a network."""
+    from pyengine.containers import networking
+
+    _manager(state)
+    networking.disconnect(_containers(state), name, container)

@@ -53,8 +53,12 @@ class Containers:
 
     # -- create ----------------------------------------------------------------------------
     def create(self, image_ref: str, config: dict[str, Any], host_config: dict[str, Any],
-               name: str | None = None) -> ContainerRecord:
-        """Create a container from an image: its record and its read-write layer."""
+               name: str | None = None, endpoint: dict[str, Any] | None = None) -> ContainerRecord:
+        """Create a container from an image: its record and its read-write layer.
+
+        :param endpoint: ``{"Aliases": [...], "IPAddress": ...}`` on its first network
+        """
+        from pyengine.containers.networking import resolve_network_config
         from pyengine.containers.spec import merge_image_config
 
         try:
@@ -67,13 +71,14 @@ class Containers:
         config = merge_image_config(image.config, config)
         if not config.get("Cmd") and not config.get("Entrypoint"):
             raise UsageError(f"no command specified and image {image_ref} has none")
+        networks = resolve_network_config(self.engine, host_config, config, endpoint or {})
         with self.store.lock():
             if name:
                 self.store.check_name(name)
             record = ContainerRecord(
                 id=self.store.new_id(), name=name or self.store.generate_name(), created=now_iso(),
                 image=image_ref, image_id=image.id, config=config, host_config=host_config,
-                layer_id="")
+                layer_id="", networks=networks)
             record.layer_id = record.id
             storage_opts = host_config.get("StorageOpt") or {}
             size = storage_opts.get("size")
@@ -113,18 +118,33 @@ class Containers:
 
     def launch(self, record: ContainerRecord, stdio: tuple[int | None, int, int] | None) -> Any:
         """Called in the monitor: mount the rootfs, prepare isolators, start the process."""
+        from pyengine.containers.networking import NetworkAttachment, joins_networks
         from pyengine.containers.spec import build_spec
         from pyengine.runtime.launch import launch
 
+        mode = record.host_config.get("NetworkMode") or "none"
+        isolators = list(self.isolators())
+        shared = None
+        if mode.startswith("container:"):
+            other = self.reconcile(self.store.load(self.store.resolve(mode.split(":", 1)[1])))
+            if not other.state.running:
+                raise Conflict(f"cannot join the network of container {other.name}: it is not running")
+            shared = (f"/proc/{other.state.pid}/ns/net", self.store.dir(other.id))
+        elif joins_networks(mode):
+            isolators.append(NetworkAttachment(self, record, self.store.dir(record.id)))
         rootfs = self.engine.storage.get(record.layer_id)
         try:
-            spec = build_spec(record, rootfs, self.store.dir(record.id))
+            spec = build_spec(record, rootfs, self.store.dir(record.id), shared_network=shared)
             stdin, stdout, stderr = stdio if stdio else (None, None, None)
-            return launch(record.id, spec, self.isolators(), stdin=stdin, stdout=stdout, stderr=stderr)
+            return launch(record.id, spec, isolators, stdin=stdin, stdout=stdout, stderr=stderr)
         except BaseException:
             self.engine.storage.put(record.layer_id)
-            for isolator in self.isolators():
-                isolator.release(record.id)
+            for isolator in isolators:
+                try:
+                    isolator.release(record.id)
+                except Exception as exc:
+                    log.warning("isolator.release_failed", container=record.id, isolator=isolator.name,
+                                reason=str(exc))
             raise
 
     def oom_killed(self, record: ContainerRecord) -> bool:
@@ -139,7 +159,14 @@ class Containers:
         return False
 
     def release_runtime(self, record: ContainerRecord) -> None:
-        """Undo ``launch`` after the process is gone: isolators, then the rootfs mount."""
+        """Undo ``launch`` after the process is gone: networks, isolators, then the rootfs mount."""
+        from pyengine.containers.networking import joins_networks, leave_networks
+
+        if joins_networks(record.host_config.get("NetworkMode") or "none"):
+            try:
+                leave_networks(self, record.id)
+            except Exception as exc:
+                log.warning("network.leave_failed", container=record.id, reason=str(exc))
         for isolator in self.isolators():
             try:
                 isolator.release(record.id)
@@ -341,7 +368,17 @@ class Containers:
             "LogPath": str(self.store.log_path(record.id)),
             "Config": record.config, "HostConfig": record.host_config,
             "GraphDriver": {"Name": self.engine.storage_spec().name, "Data": {"LayerId": record.layer_id}},
+            "NetworkSettings": self._network_settings(record),
         }
+
+    def _network_settings(self, record: ContainerRecord) -> dict[str, Any]:
+        from pyengine.containers.networking import joins_networks, network_settings
+
+        if not joins_networks(record.host_config.get("NetworkMode") or "none"):
+            return network_settings(None, record)
+        from pyengine.network.manager import NetworkManager
+
+        return network_settings(NetworkManager(self.engine), record)
 
 
 def _parse_bytes(value: str | int) -> int:

@@ -132,8 +132,13 @@ def resources(host_config: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
-def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path) -> dict[str, Any]:
-    """The OCI runtime spec for one start of the container."""
+def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path,
+               shared_network: tuple[str, Path] | None = None) -> dict[str, Any]:
+    """The OCI runtime spec for one start of the container.
+
+    :param shared_network: with ``--network container:X``, X's network namespace path and its
+        directory (whose hosts and resolv.conf the container shares, as in Docker)
+    """
     from pyengine.runtime.spec import default_spec
 
     config, host = record.config, record.host_config
@@ -174,19 +179,29 @@ def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path) -> di
         mounts.append({"destination": target, "type": "bind", "source": source,
                        "options": ["rbind", "ro" if mode == "ro" else "rw"]})
     network_mode = host.get("NetworkMode") or "none"
-    mounts.extend(_etc_files(record, container_dir, spec["hostname"], network_mode))
+    mounts.extend(_etc_files(record, container_dir, spec["hostname"], network_mode,
+                             shared_network[1] if shared_network else None))
     if host.get("Init"):
         spec.setdefault("annotations", {})["pyengine.init"] = "true"
     if network_mode == "host":
         spec["linux"]["namespaces"] = [n for n in spec["linux"]["namespaces"] if n["type"] != "network"]
+    elif shared_network:
+        for entry in spec["linux"]["namespaces"]:
+            if entry["type"] == "network":
+                entry["path"] = shared_network[0]
     return spec
 
 
-def _etc_files(record: ContainerRecord, container_dir: Path, hostname: str, network_mode: str) -> list[dict[str, Any]]:
+def _etc_files(record: ContainerRecord, container_dir: Path, hostname: str, network_mode: str,
+               shared_dir: Path | None = None) -> list[dict[str, Any]]:
     """/etc/hostname, /etc/hosts and /etc/resolv.conf for the container, bind-mounted from its
-    directory as Docker does (the host's own files with the host network)."""
+    directory as Docker does (the host's own files with the host network, the other
+    container's with ``container:``). On a bridge network the network side rewrites hosts and
+    resolv.conf once the container has its addresses."""
     if network_mode == "host":
         sources = {"hosts": Path("/etc/hosts"), "resolv.conf": Path("/etc/resolv.conf")}
+    elif shared_dir is not None:
+        sources = {"hosts": shared_dir / "hosts", "resolv.conf": shared_dir / "resolv.conf"}
     else:
         hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback",
                  f"127.0.1.1\t{hostname}"]

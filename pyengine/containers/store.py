@@ -69,6 +69,8 @@ class ContainerRecord:
     host_config: dict[str, Any]
     layer_id: str
     state: ContainerState = field(default_factory=ContainerState)
+    #: networks joined at start: name -> {"Aliases": [...], "IPAddress": ""} (EndpointsConfig)
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_config(self) -> dict[str, Any]:
         data = asdict(self)

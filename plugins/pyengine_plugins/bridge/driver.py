@@ -46,6 +46,17 @@ def _sysctl(path: str, value: str) -> None:
         f.write(value)
 
 
+def _reason(exc: Exception) -> str:
+    """A netlink error as words: NetlinkError(17, 'File exists') -> 'File exists'."""
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
+    return str(args[1]) if len(args) > 1 else str(exc)
+
+
+def mac_for(address: ipaddress.IPv4Address) -> str:
+    """A locally administered unicast MAC made from an IPv4 address: 02:42:a.b.c.d."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in address.packed)
+
+
 class BridgeNetwork:
     """One Linux bridge per network in the engine's own network namespace."""
 
@@ -159,6 +170,7 @@ class BridgeNetwork:
              state: dict[str, Any] | None = None, address: str | None = None,
              ports: list[dict[str, Any]] | None = None) -> Endpoint:
         from pyroute2 import IPRoute, NetNS
+        from pyroute2.netlink.exceptions import NetlinkError
 
         if netns_path is None or state is None or address is None:
             raise DriverError("the bridge driver needs the container's network namespace, "
@@ -177,18 +189,27 @@ class BridgeNetwork:
                 ipr.link("set", index=host_index, state="up")
                 interface = ipaddress.IPv4Interface(address)
                 with NetNS(netns_path) as ns:
+                    taken = {link.get_attr("IFLA_IFNAME") for link in ns.get_links()}
+                    ifname = next(f"eth{n}" for n in range(len(taken) + 1) if f"eth{n}" not in taken)
                     (index,) = ns.link_lookup(ifname=peer)
-                    ns.link("set", index=index, ifname="eth0")
+                    # The MAC follows the address, as Docker's does: a peer that cached the
+                    # neighbour entry of a container that left reaches the next holder of
+                    # that address at once instead of after the entry goes stale.
+                    ns.link("set", index=index, ifname=ifname, address=mac_for(interface.ip))
                     ns.addr("add", index=index, address=str(interface.ip),
                             prefixlen=interface.network.prefixlen)
                     ns.link("set", index=index, state="up")
                     (lo,) = ns.link_lookup(ifname="lo")
                     ns.link("set", index=lo, state="up")
-                    if not state.get("internal"):
+                    # The first network with a gateway gives the default route, as in Docker.
+                    has_default = any(r["dst_len"] == 0 for r in ns.get_routes(family=2, table=254))
+                    if not state.get("internal") and not has_default:
                         ns.route("add", dst="0.0.0.0/0", gateway=state["gateway"])
-            except BaseException:
+            except BaseException as exc:
                 for index in ipr.link_lookup(ifname=host_veth):
                     ipr.link("del", index=index)
+                if isinstance(exc, NetlinkError):
+                    raise DriverError(f"joining network bridge {state['bridge']} failed: {_reason(exc)}") from None
                 raise
         data = {"network_id": network_id, "container_id": container_id, "host_veth": host_veth,
                 "bridge": state["bridge"], "address": address, "ports": ports}
@@ -196,7 +217,7 @@ class BridgeNetwork:
             self._update("endpoints", f"{network_id}-{container_id}", data)
         log.info("bridge.joined", bridge=state["bridge"], veth=host_veth, address=address,
                  ports=len(ports))
-        return Endpoint(netns_path=netns_path, interfaces={"eth0": [address]},
+        return Endpoint(netns_path=netns_path, interfaces={ifname: [address]},
                         gateway=None if state.get("internal") else state["gateway"], data=data)
 
     def leave(self, endpoint: Endpoint) -> None:
