@@ -92,6 +92,14 @@ def test_default_run_gets_eth0_on_the_default_bridge_with_address_route_and_host
     address = out.split("inet ")[1].split("/")[0]
     assert any(line.split()[:2] == [address, "box"] for line in out.splitlines())
     assert "pyengine0" in host.sh("ip", "-o", "link").stdout
+    refused = host.cli("run", "--rm", "--ip", "10.199.0.77", "busybox", "true")
+    assert refused.returncode == 2 and "user-defined networks only" in refused.stderr
+    host.cli("network", "create", "--subnet", "10.97.0.0/24", "macs", check=True)
+    mac = host.cli("run", "--rm", "--network", "macs", "--ip", "10.97.0.77", "busybox", "cat",
+                   "/sys/class/net/eth0/address", check=True).stdout.strip()
+    assert mac == "02:42:0a:61:00:4d"  # made from the address, as Docker does
+    chain = host.sh("nft", "list", "chain", "ip", "pyengine", "postrouting").stdout
+    assert 'ip saddr 10.199.0.0/24 oifname != "pyengine0" masquerade' in chain, chain
 
 
 def test_two_containers_on_a_network_ping_by_name_and_ip_but_not_from_another_network(host: NetTestHost) -> None:
@@ -129,6 +137,8 @@ def test_published_port_reachable_at_gateway_and_localhost_then_closed_on_stop(h
              "mkdir /www && echo hello-from-srv > /www/index.html && exec httpd -f -p 8080 -h /www", check=True)
     assert host.cli("port", "srv", check=True).stdout.strip() == "8080/tcp -> 0.0.0.0:18080"
     assert host.cli("port", "srv", "8080", check=True).stdout.strip() == "0.0.0.0:18080"
+    assert host.cli("ps", "--format", "{{.Names}} {{.Ports}}", check=True).stdout.strip() == \
+        "srv 0.0.0.0:18080->8080/tcp"
     gateway = json.loads(host.cli("network", "inspect", "pub", check=True).stdout)[0]["IPAM"]["Config"][0]["Gateway"]
     for address in (gateway, "127.0.0.1"):
         for _ in range(50):  # httpd may still be starting
@@ -245,3 +255,41 @@ def test_network_flags_are_refused_with_one_line(host: NetTestHost) -> None:
     plugins = json.loads(host.cli("plugins", "--json", check=True).stdout)
     network_rows = {d["name"]: d for p in plugins for d in p.get("drivers", []) if d.get("kind") == "network"}
     assert {"bridge", "host", "none"} <= set(network_rows)
+
+
+def test_bridge_config_pool_mtu_and_masquerade_reach_the_container(host: NetTestHost,
+                                                                   engine_env: EngineEnv) -> None:
+    engine_env.write_config('[network.bridge]\nsubnet-pool = ["10.123.0.0/16"]\nsubnet-size = 26\n'
+                            'mtu = 1400\nip-masq = false\n')
+    out = host.cli("run", "--rm", "busybox", "sh", "-c", "cat /sys/class/net/eth0/mtu; ip -4 -o addr show eth0",
+                   check=True).stdout
+    assert out.split()[0] == "1400"
+    assert "inet 10.123.0." in out and "/26" in out
+    # no outbound masquerading (only the rules published ports need remain)
+    chain = host.sh("nft", "list", "chain", "ip", "pyengine", "postrouting").stdout
+    assert "postrouting" in chain
+    assert not [line for line in chain.splitlines() if "oifname !=" in line and "masquerade" in line], chain
+
+
+def test_dns_search_option_add_host_and_hostname_reach_the_containers_files(host: NetTestHost) -> None:
+    out = host.cli("run", "--rm", "--hostname", "web1", "--dns", "192.0.2.53", "--dns-search", "example.test",
+                   "--dns-option", "ndots:2", "--add-host", "db.local:192.0.2.10", "busybox", "sh", "-c",
+                   "hostname; cat /etc/resolv.conf /etc/hosts", check=True).stdout
+    lines = out.splitlines()
+    assert lines[0] == "web1"
+    assert "nameserver 192.0.2.53" in lines and "search example.test" in lines and "options ndots:2" in lines
+    assert "192.0.2.10\tdb.local" in lines
+
+
+def test_restarted_container_rejoins_its_network_and_leaves_nothing_behind(host: NetTestHost) -> None:
+    host.cli("network", "create", "flaky", check=True)
+    host.cli("run", "-d", "--name", "r", "--network", "flaky", "-p", "18081:80", "--restart", "on-failure:2",
+             "busybox", "sh", "-c", "ip -4 -o addr show eth0; exit 3", check=True)
+    assert host.cli("wait", "r", check=True, timeout=60).stdout.strip() == "3"
+    doc = json.loads(host.cli("inspect", "r", check=True).stdout)[0]
+    assert doc["RestartCount"] == 2
+    logs = host.cli("logs", "r", check=True).stdout
+    assert len(logs.splitlines()) == 3 and logs.count("inet 10.199.") == 3, logs
+    network = json.loads(host.cli("network", "inspect", "flaky", check=True).stdout)[0]
+    assert network["Containers"] == {}
+    assert "18081" not in host.sh("nft", "list", "table", "ip", "pyengine").stdout

@@ -371,24 +371,42 @@ def ps(state: CliState, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
         for r in records:
             click.echo(r.id if no_trunc else r.id[:12])
         return
+    ports = _published(state, records)
     rows = []
     for r in records:
         cmd = " ".join((r.config.get("Entrypoint") or []) + (r.config.get("Cmd") or []))
         rows.append({"ID": r.id if no_trunc else r.id[:12], "Image": r.image,
                      "Command": cmd if no_trunc else (cmd[:20] + "…" if len(cmd) > 21 else cmd),
                      "CreatedAt": r.created, "Status": _status_text(r), "State": r.state.status,
-                     "Names": r.name, "Ports": "",
+                     "Names": r.name, "Ports": ports.get(r.id, ""),
                      "Labels": ",".join(f"{k}={v}" for k, v in (r.config.get("Labels") or {}).items())})
     if fmt:
         for row in rows:
             click.echo(json.dumps(row) if fmt == "json" else _template(fmt, row))
         return
     header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
-    table = [[row["ID"], row["Image"], f'"{row["Command"]}"', _ago(row["CreatedAt"]), row["Status"], "", row["Names"]]
-             for row in rows]
+    table = [[row["ID"], row["Image"], f'"{row["Command"]}"', _ago(row["CreatedAt"]), row["Status"], row["Ports"],
+              row["Names"]] for row in rows]
     widths = [max(len(x[i]) for x in [header, *table]) for i in range(len(header))]
     for line in [header, *table]:
         click.echo("   ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)).rstrip())
+
+
+def _published(state: CliState, records: list[Any]) -> dict[str, str]:
+    """Docker's PORTS column (``0.0.0.0:18080->8080/tcp``) of running containers on networks."""
+    from pyengine.containers.networking import joins_networks
+
+    if not any(r.state.running and joins_networks(r.host_config.get("NetworkMode") or "none") for r in records):
+        return {}  # no network store read for the common case
+    from pyengine.network.manager import NetworkManager
+
+    out: dict[str, list[str]] = {}
+    for net in NetworkManager(state.engine()).store.all():
+        for cid, entry in net.endpoints.items():
+            for p in entry.ports:
+                out.setdefault(cid, []).append(
+                    f"{p['host_ip'] or '0.0.0.0'}:{p['host_port']}->{p['container_port']}/{p['protocol']}")
+    return {cid: ", ".join(v) for cid, v in out.items()}
 
 
 def _template(fmt: str, row: dict[str, Any]) -> str:

@@ -89,8 +89,8 @@ def resolve_network_config(engine: Any, host_config: dict[str, Any], config: dic
         return resolve_network_config(engine, host_config, config, endpoint)
     if endpoint.get("IPAddress") and not record.subnet:
         raise UsageError(f"--ip needs a network with a subnet; {record.name!r} has none")
-    if endpoint.get("Aliases") and record.name == "bridge":
-        raise UsageError("--network-alias works on user-defined networks only (as in Docker)")
+    if (endpoint.get("Aliases") or endpoint.get("IPAddress")) and record.name == "bridge":
+        raise UsageError("--ip and --network-alias work on user-defined networks only (as in Docker)")
     publish_mappings(host_config, config)  # refuses bad -p before anything is created
     return {record.name: {"Aliases": list(endpoint.get("Aliases") or []),
                           "IPAddress": endpoint.get("IPAddress") or ""}}
