@@ -18,10 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]
 
 import imagebuild as ib  # noqa: E402
+from common import Env  # noqa: E402
 
 
 def build_archive(work: Path, mb: int, files: int) -> Path:
@@ -33,27 +34,6 @@ def build_archive(work: Path, mb: int, files: int) -> Path:
         print(f"built {archive.name} ({archive.stat().st_size / 1e6:.0f} MB) in {time.monotonic() - started:.1f}s",
               file=sys.stderr)
     return archive
-
-
-class Env:
-    """An isolated data root and run root, as the test fixture makes them."""
-
-    def __init__(self, root: Path) -> None:
-        import os
-
-        self.root = root
-        self.data_root, self.run_root = root / "data", root / "run"
-        self.data_root.mkdir(parents=True)
-        self.run_root.mkdir(parents=True)
-        self.config_path = root / "config.toml"
-        self.config_path.write_text("")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PYENGINE_")}
-        self.env.update({"PYENGINE_DATA_ROOT": str(self.data_root), "PYENGINE_RUN_ROOT": str(self.run_root),
-                         "PYENGINE_CONFIG": str(self.config_path)})
-
-    def pyengine(self, *args: str) -> None:
-        subprocess.run([sys.executable, "-m", "pyengine", *args], env=self.env, check=True,
-                       stdout=subprocess.DEVNULL)
 
 
 def bench_driver(driver: str, archive: Path, work: Path, runs: int) -> str:

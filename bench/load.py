@@ -12,19 +12,17 @@ so both see the same page cache conditions.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from layer_create import Env, build_archive  # noqa: E402
+from common import Env, Podman  # noqa: E402
+from layer_create import build_archive  # noqa: E402
 
 
 def time_pyengine(driver: str, archive: Path, work: Path) -> float:
@@ -40,30 +38,13 @@ def time_pyengine(driver: str, archive: Path, work: Path) -> float:
 
 
 def time_podman(driver: str, archive: Path, work: Path) -> float:
-    root = Path(tempfile.mkdtemp(prefix="load-podman-", dir=work))
-    # podman refuses a runroot longer than 50 characters.
-    runroot = Path(tempfile.mkdtemp(prefix="pdr-", dir="/tmp"))
-    flags = ["--root", str(root / "root"), "--runroot", str(runroot), "--tmpdir", str(root / "tmp"),
-             "--storage-driver", driver, "--runtime", "runc", "--cgroup-manager", "cgroupfs",
-             "--events-backend", "file"]
-    env = {**os.environ, "TMPDIR": str(root / "tmp")}
-    (root / "tmp").mkdir()
+    podman = Podman(work, storage_driver=driver)
     try:
         started = time.perf_counter()
-        subprocess.run(["podman", *flags, "load", "-q", "-i", str(archive)], check=True, env=env,
-                       stdout=subprocess.DEVNULL)
-        elapsed = time.perf_counter() - started
-        subprocess.run(["podman", *flags, "rmi", "-a", "-f"], check=False, env=env, capture_output=True)
-        return elapsed
+        podman.run("load", "-q", "-i", str(archive))
+        return time.perf_counter() - started
     finally:
-        # podman's overlay storage leaves its own mounts (the store's shm/overlay) under --root.
-        subprocess.run(["podman", *flags, "system", "reset", "-f"], check=False, env=env, capture_output=True)
-        with open("/proc/self/mountinfo") as f:
-            mounts = [line.split()[4] for line in f if line.split()[4].startswith((f"{root}/", f"{runroot}/"))]
-        for point in reversed(mounts):
-            subprocess.run(["umount", "-l", point], check=False)
-        shutil.rmtree(root, ignore_errors=True)
-        shutil.rmtree(runroot, ignore_errors=True)
+        podman.close()
 
 
 def main() -> None:

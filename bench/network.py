@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import shutil
 import statistics
@@ -23,10 +22,16 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import own_cgroup_parent, remove_cgroups, timed  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from containers_support import busybox_rootfs_tar  # noqa: E402
+from common import (  # noqa: E402
+    BENCH_CONFIG,
+    Env,
+    Podman,
+    busybox_rootfs_tar,
+    cleanup,
+    own_cgroup_parent,
+    require_root,
+    timed,
+)
 
 
 def main() -> None:
@@ -34,43 +39,38 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: bridges, veths and namespaces need it")
-    pyengine = str(Path(sys.executable).parent / "pyengine")
+    require_root("bridges, veths and namespaces need it")
     parent = own_cgroup_parent()
     netns = f"pyb-{secrets.token_hex(3)}"
     work = Path(tempfile.mkdtemp(prefix="pyengine-bench-net-"))
     results: dict[str, list[float]] = {"pyengine bridge": [], "pyengine none": [], "podman bridge": []}
     notes = []
+    envs, podmans = [], []
     subprocess.run(["ip", "netns", "add", netns], check=True)
     inside = ["nsenter", f"--net=/run/netns/{netns}"]
     try:
         subprocess.run(inside + ["ip", "link", "set", "lo", "up"], check=True)
         tar = busybox_rootfs_tar(work)
-        env = {**os.environ, "PYENGINE_DATA_ROOT": str(work / "pe-data"), "PYENGINE_RUN_ROOT": str(work / "pe-run"),
-               "PYENGINE_CONFIG": str(work / "pe.toml")}
-        (work / "pe.toml").write_text('[cgroups]\nparent = "pyengine/bench"\n')
-        subprocess.run([pyengine, "import", str(tar), "busybox"], env=env, check=True, capture_output=True)
-        run = inside + [pyengine, "run", "--rm"]
-        commands = {"pyengine bridge": (run + ["--network", "bridge", "busybox", "true"], env),
-                    "pyengine none": (run + ["--network", "none", "busybox", "true"], env)}
-        podman = shutil.which("podman")
-        if podman and parent:
-            p = work / "podman"
-            base = inside + [podman, "--root", str(p / "root"), "--runroot", str(p / "runroot"),
-                             "--tmpdir", str(p / "tmp"), "--network-config-dir", str(p / "net"),
-                             "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
-            subprocess.run(base + ["import", str(tar), "localhost/busybox"], check=True, capture_output=True)
-            argv = base + ["run", "--rm", "--pull", "never", "--network", "bridge",
-                           "--cgroup-parent", parent + "/podman", "--ulimit", "nofile=20000:20000",
-                           "--ulimit", "nproc=32768:32768", "localhost/busybox", "true"]
-            probe = subprocess.run(argv, capture_output=True, text=True)
+        env = Env(work / "pyengine", BENCH_CONFIG)
+        envs.append(env)
+        env.import_busybox(tar)
+        run = inside + env.argv("run", "--rm")
+        commands = {"pyengine bridge": (run + ["--network", "bridge", "busybox", "true"], env.env),
+                    "pyengine none": (run + ["--network", "none", "busybox", "true"], env.env)}
+        podman_found = shutil.which("podman")
+        if podman_found and parent:
+            podman = Podman(work, prefix=inside)
+            podmans.append(podman)
+            podman.import_busybox(tar)
+            argv = [*podman.base, "run", "--rm", *podman.run_flags(parent), "--network", "bridge",
+                    "localhost/busybox", "true"]
+            probe = subprocess.run(argv, capture_output=True, text=True, env=podman.env)
             if probe.returncode == 0:
-                commands["podman bridge"] = (argv, None)
+                commands["podman bridge"] = (argv, podman.env)
             else:
                 notes.append(f"podman's bridge network does not work here: {probe.stderr.strip()[-200:]}")
         else:
-            notes.append("podman: not installed" if not podman else "podman: no safe cgroup parent here")
+            notes.append("podman: not installed" if not podman_found else "podman: no safe cgroup parent here")
 
         for argv, env_ in commands.values():  # warm-up: the bridge and podman's network exist after
             timed(argv, env_)
@@ -81,14 +81,11 @@ def main() -> None:
         if "veth" in leftover:
             notes.append("a veth was left in the bench's namespace")
     finally:
-        if (work / "podman").exists():
-            subprocess.run(["umount", "-R", str(work / "podman" / "root" / "overlay")], capture_output=True)
+        # podman's clean-up runs inside the namespace, before it goes with everything in it.
+        for podman in podmans:
+            podman.close()
         subprocess.run(["ip", "netns", "del", netns], capture_output=True)
-        mounts = [line.split()[1] for line in open("/proc/self/mounts") if str(work) in line.split()[1]]
-        for point in reversed(mounts):
-            subprocess.run(["umount", "-l", point], capture_output=True)
-        subprocess.run(["rm", "-rf", str(work)], capture_output=True)
-        remove_cgroups()
+        cleanup(work, envs)
 
     medians = {name: statistics.median(v) for name, v in results.items() if v}
     report: dict = {"runs": args.runs, "median_s": medians, "notes": notes}

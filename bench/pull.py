@@ -12,7 +12,6 @@ alternating the two; both unpack the layers into their storage driver.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -21,13 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO / "tests"))
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]
 
 import imagebuild as ib  # noqa: E402
 import registry_fixtures as rf  # noqa: E402
-from layer_create import Env  # noqa: E402
+from common import Env, Podman  # noqa: E402
 
 NAME = "bench/big:1"
 
@@ -67,36 +65,8 @@ def time_pyengine(driver: str, host: str, work: Path) -> float:
         shutil.rmtree(env.root, ignore_errors=True)
 
 
-class Podman:
-    """podman with its own root, run root and tmp dir (this host's flags from TESTING.md)."""
-
-    def __init__(self, driver: str, work: Path) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="pull-podman-", dir=work))
-        # podman refuses a runroot longer than 50 characters.
-        self.runroot = Path(tempfile.mkdtemp(prefix="pdr-", dir="/tmp"))
-        (self.root / "tmp").mkdir()
-        self.flags = ["--root", str(self.root / "root"), "--runroot", str(self.runroot), "--tmpdir",
-                      str(self.root / "tmp"), "--storage-driver", driver, "--runtime", "runc",
-                      "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
-        self.env = {**os.environ, "TMPDIR": str(self.root / "tmp")}
-
-    def run(self, *args: str) -> None:
-        subprocess.run(["podman", *self.flags, *args], check=True, env=self.env, stdout=subprocess.DEVNULL)
-
-    def close(self) -> None:
-        subprocess.run(["podman", *self.flags, "system", "reset", "-f"], check=False, env=self.env,
-                       capture_output=True)
-        with open("/proc/self/mountinfo") as f:
-            mounts = [line.split()[4] for line in f
-                      if line.split()[4].startswith((f"{self.root}/", f"{self.runroot}/"))]
-        for point in reversed(mounts):
-            subprocess.run(["umount", "-l", point], check=False)
-        shutil.rmtree(self.root, ignore_errors=True)
-        shutil.rmtree(self.runroot, ignore_errors=True)
-
-
 def time_podman(driver: str, host: str, work: Path) -> float:
-    podman = Podman(driver, work)
+    podman = Podman(work, storage_driver=driver)
     try:
         started = time.perf_counter()
         podman.run("pull", "-q", "--tls-verify=false", f"{host}/{NAME}")

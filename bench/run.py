@@ -15,63 +15,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from containers_support import busybox_rootfs_tar  # noqa: E402
-
-
-def own_cgroup_parent() -> str | None:
-    """An absolute cgroup path under this process's own cgroup in every v1 hierarchy, or None."""
-    paths = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            if controllers:
-                paths[controllers] = path
-    deepest = max(paths.values(), key=len) if paths else "/"
-    if not all(deepest.startswith(p.rstrip("/") + "/") or p == "/" or p == deepest for p in paths.values()):
-        return None
-    return deepest.rstrip("/") + "/pyengine/bench"
-
-
-def remove_cgroups() -> None:
-    """Remove every (empty) ``pyengine`` cgroup level this run made, in each hierarchy, both
-    under this process's own cgroup and under the hierarchy's root (where a relative parent
-    lands for controllers whose own cgroup is the root)."""
-    own = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            for controller in controllers.split(",") if controllers else ["unified"]:
-                own[controller.replace("name=", "")] = path
-    bases = {p for p in own.values()} | {"/"}
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        for base in bases | {own.get(hierarchy.name, "/")}:
-            top = hierarchy / base.lstrip("/") / "pyengine"
-            if not top.is_dir():
-                continue
-            for dirpath, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
-                try:
-                    os.rmdir(dirpath)
-                except OSError:
-                    pass
-
-
-def timed(argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, env=env, cwd=cwd)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.decode().strip()[-500:]}")
-    return elapsed
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    BENCH_CONFIG,
+    Env,
+    Podman,
+    busybox_rootfs_tar,
+    cleanup,
+    own_cgroup_parent,
+    require_root,
+    runc_bundle,
+    timed,
+)
 
 
 def main() -> None:
@@ -80,46 +42,34 @@ def main() -> None:
     parser.add_argument("--storage-driver", default="overlay")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if os.geteuid() != 0:
-        raise SystemExit("run as root: containers need namespaces, mounts and cgroups")
-    pyengine = str(Path(sys.executable).parent / "pyengine")
+    require_root("containers need namespaces, mounts and cgroups")
     parent = own_cgroup_parent()
     work = Path(tempfile.mkdtemp(prefix="pyengine-bench-run-"))
     results: dict[str, list[float]] = {"pyengine": [], "podman": [], "runc": []}
     notes = []
+    envs, podmans = [], []
     try:
         tar = busybox_rootfs_tar(work)
-        env = {**os.environ, "PYENGINE_DATA_ROOT": str(work / "pe-data"), "PYENGINE_RUN_ROOT": str(work / "pe-run"),
-               "PYENGINE_CONFIG": str(work / "pe.toml"), "PYENGINE_STORAGE_DRIVER": args.storage_driver}
-        (work / "pe.toml").write_text('[cgroups]\nparent = "pyengine/bench"\n')
-        subprocess.run([pyengine, "import", str(tar), "busybox"], env=env, check=True, capture_output=True)
-        commands = {"pyengine": ([pyengine, "run", "--rm", "--network", "none", "busybox", "true"], env, None)}
+        env = Env(work / "pyengine", BENCH_CONFIG, storage_driver=args.storage_driver)
+        envs.append(env)
+        env.import_busybox(tar)
+        commands = {"pyengine": (env.argv("run", "--rm", "--network", "none", "busybox", "true"), env.env, None)}
 
-        podman = shutil.which("podman")
-        if podman and parent:
-            p = work / "podman"
-            base = [podman, "--root", str(p / "root"), "--runroot", str(p / "runroot"), "--tmpdir", str(p / "tmp"),
-                    "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
-                    "--storage-driver", args.storage_driver]
-            subprocess.run(base + ["import", str(tar), "localhost/busybox"], check=True, capture_output=True)
-            commands["podman"] = (base + ["run", "--rm", "--pull", "never", "--network", "none",
-                                          "--cgroup-parent", parent + "/podman",
-                                          "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768",
-                                          "localhost/busybox", "true"], None, None)
+        podman_found = shutil.which("podman")
+        if podman_found and parent:
+            podman = Podman(work, storage_driver=args.storage_driver)
+            podmans.append(podman)
+            podman.import_busybox(tar)
+            commands["podman"] = ([*podman.base, "run", "--rm", *podman.run_flags(parent), "--network", "none",
+                                   "localhost/busybox", "true"], podman.env, None)
         else:
-            notes.append("podman: not installed" if not podman else "podman: no safe cgroup parent here")
+            notes.append("podman: not installed" if not podman_found else "podman: no safe cgroup parent here")
 
         runc = shutil.which("runc")
         if runc and parent:
-            bundle = work / "bundle"
-            (bundle / "rootfs").mkdir(parents=True)
+            bundle = runc_bundle(work / "bundle", ["true"], parent + "/runc")
+            (bundle / "rootfs").mkdir()
             subprocess.run(["tar", "-C", str(bundle / "rootfs"), "-xf", str(tar)], check=True)
-            subprocess.run([runc, "spec"], cwd=bundle, check=True)
-            spec = json.loads((bundle / "config.json").read_text())
-            spec["process"]["terminal"] = False
-            spec["process"]["args"] = ["true"]
-            spec["linux"]["cgroupsPath"] = parent + "/runc"
-            (bundle / "config.json").write_text(json.dumps(spec))
             commands["runc"] = ([runc, "--root", str(work / "runc-state"), "run", "-b", str(bundle), "bench"],
                                 None, None)
         else:
@@ -131,10 +81,7 @@ def main() -> None:
             for name, (argv, env_, cwd) in commands.items():
                 results[name].append(timed(argv, env_, cwd))
     finally:
-        if (work / "podman").exists() and shutil.which("podman"):
-            subprocess.run(["umount", "-R", str(work / "podman" / "root" / "overlay")], capture_output=True)
-        subprocess.run(["rm", "-rf", str(work)], capture_output=True)
-        remove_cgroups()
+        cleanup(work, envs, podmans)
 
     medians = {name: statistics.median(v) for name, v in results.items() if v}
     report = {"runs": args.runs, "storage_driver": args.storage_driver, "median_s": medians, "notes": notes}

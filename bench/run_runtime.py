@@ -8,7 +8,6 @@ Python process, against `runc run` of the same rootfs. Prints medians and ratios
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -17,8 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]
+
+from common import own_cgroup_parent, remove_cgroups, runc_bundle  # noqa: E402
 
 from tests.test_runtime_launch import make_rootfs  # noqa: E402
 
@@ -55,20 +56,18 @@ def main() -> None:
         results = {"launch_in_process_s": median_of(runs, lambda: launch("bench", spec, []).wait())}
         results["launch_fresh_python_s"] = median_of(
             runs, lambda: subprocess.run([sys.executable, "-c", FRESH, str(rootfs)], check=True))
-        if shutil.which("runc"):
-            bundle = Path(tmp) / "bundle"
-            bundle.mkdir()
-            subprocess.run(["runc", "spec"], cwd=bundle, check=True)
-            config = json.loads((bundle / "config.json").read_text())
-            config["root"] = {"path": str(rootfs), "readonly": False}
-            config["process"].update(args=["true"], terminal=False)
-            config["process"]["rlimits"] = []
-            (bundle / "config.json").write_text(json.dumps(config))
+        parent = own_cgroup_parent()
+        if shutil.which("runc") and parent:
+            # runc's cgroups go under this process's own cgroup (its default is a top-level group).
+            bundle = runc_bundle(Path(tmp) / "bundle", ["true"], parent + "/runc", rootfs=rootfs, keep_rlimits=False)
             state = Path(tmp) / "runc-state"
             counter = iter(range(10**6))
-            results["runc_run_s"] = median_of(runs, lambda: subprocess.run(
-                ["runc", "--root", str(state), "run", "--bundle", str(bundle), f"bench{next(counter)}"],
-                check=True, stdin=subprocess.DEVNULL))
+            try:
+                results["runc_run_s"] = median_of(runs, lambda: subprocess.run(
+                    ["runc", "--root", str(state), "run", "--bundle", str(bundle), f"bench{next(counter)}"],
+                    check=True, stdin=subprocess.DEVNULL))
+            finally:
+                remove_cgroups()
             results["launch_fresh_python_vs_runc"] = results["launch_fresh_python_s"] / results["runc_run_s"]
     for key, value in results.items():
         print(f"{key:32} {value:.4f}")

@@ -16,37 +16,21 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-
-def find_pyengine() -> str | None:
-    """The ``pyengine`` console script: next to this interpreter first, then on PATH."""
-    beside = Path(sys.executable).parent / "pyengine"
-    if beside.exists() and os.access(beside, os.X_OK):
-        return str(beside)
-    return shutil.which("pyengine")
-
-
-def wall_time(argv: list[str]) -> float:
-    started = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.decode().strip()}")
-    return elapsed
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import pyengine_script, timed  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=21, help="runs of each command (default 21)")
-    parser.add_argument("--pyengine", default=find_pyengine(), help="the pyengine executable")
+    parser.add_argument("--pyengine", default=pyengine_script(), help="the pyengine executable")
     parser.add_argument("--podman", default=shutil.which("podman"), help="the podman executable")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    if not args.pyengine:
+    if not (os.access(args.pyengine, os.X_OK) or shutil.which(args.pyengine)):
         parser.error("pyengine is not installed here; pip install -e . first or pass --pyengine")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -55,11 +39,11 @@ def main() -> int:
     if args.podman:
         commands["podman"] = [args.podman, "--version"]
     for argv in commands.values():
-        wall_time(argv)  # warm the page cache and the bytecode cache
+        timed(argv)  # warm the page cache and the bytecode cache
     samples: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.runs):
         for name, argv in commands.items():
-            samples[name].append(wall_time(argv))
+            samples[name].append(timed(argv))
     medians = {name: statistics.median(times) for name, times in samples.items()}
     ratio = medians["pyengine"] / medians["podman"] if "podman" in medians else None
 
