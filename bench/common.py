@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from containers_support import busybox_rootfs_tar  # noqa: E402
 
-__all__ = ["REPO", "CGROUP_PARENT", "BENCH_CONFIG", "PODMAN_ULIMITS", "Env", "Podman", "busybox_rootfs_tar",
+__all__ = ["REPO", "CGROUP_PARENT", "BENCH_CONFIG", "PODMAN_ULIMITS", "Engine", "Env", "Podman", "busybox_rootfs_tar",
            "cleanup", "own_cgroup_parent", "pyengine_script", "remove_cgroups", "require_root", "runc_bundle",
            "timed", "unmount_under"]
 
@@ -162,6 +162,9 @@ class Env:
     def import_busybox(self, tar: Path, name: str = "busybox") -> None:
         self.cli("import", str(tar), name)
 
+    def engine(self) -> Engine:
+        return Engine("pyengine", [pyengine_script()], self.env, "busybox")
+
     def monitor_pid(self, container_id: str) -> int:
         """The container's monitor, from its state record (``pyengine inspect`` does not show it)."""
         state = json.loads((self.data_root / "containers" / container_id / "state.json").read_text())
@@ -232,6 +235,9 @@ class Podman:
     def import_busybox(self, tar: Path, name: str = "localhost/busybox") -> None:
         self.cli("import", str(tar), name)
 
+    def engine(self, cgroup_parent: str) -> Engine:
+        return Engine("podman", self.base, self.env, "localhost/busybox", self.run_flags(cgroup_parent))
+
     def close(self) -> None:
         """Remove every container and image, unmount what podman left mounted (the store's
         overlay and shm mounts), delete its directories."""
@@ -240,6 +246,37 @@ class Podman:
         unmount_under(self.root, self.runroot)
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(self.runroot, ignore_errors=True)
+
+
+class Engine:
+    """One engine's command line for the container benchmarks: the same calls for pyengine and
+    podman (``run``, ``ps``, ``kill``, ``rm``, ``inspect`` take the same flags in both)."""
+
+    def __init__(self, name: str, base: list[str], env: dict[str, str], image: str,
+                 run_flags: Sequence[str] = ()) -> None:
+        self.name, self.base, self.env, self.image, self.run_flags = name, base, env, image, list(run_flags)
+
+    def argv(self, *args: str) -> list[str]:
+        return [*self.base, *args]
+
+    def run_args(self, flags: list[str], command: list[str]) -> list[str]:
+        """``run FLAGS <this host's flags> IMAGE COMMAND``, for ``cli``."""
+        return ["run", *flags, *self.run_flags, self.image, *command]
+
+    def run_argv(self, flags: list[str], command: list[str]) -> list[str]:
+        """The whole command line of ``run_args``."""
+        return self.argv(*self.run_args(flags, command))
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{self.name} {' '.join(args)} exited {result.returncode}: "
+                               f"{result.stderr.strip()[-500:]}")
+        return result
+
+    def ids(self, all_: bool = False) -> set[str]:
+        """Full ids of the running containers (all of them with ``all_``)."""
+        return set(self.cli("ps", "-aq" if all_ else "-q", "--no-trunc").stdout.split())
 
 
 def cleanup(work: Path, envs: Sequence[Env] = (), podmans: Sequence[Podman] = ()) -> None:
