@@ -34,3 +34,12 @@ def busybox_rootfs_tar(dest: Path) -> Path:
         for entry in sorted(root.iterdir()):
             tar.add(entry, arcname=entry.name)
     return tar_path
+
+
+def remove_all_containers(cli) -> None:  # noqa: ANN001 - cli(*args) -> CompletedProcess
+    """Force-remove every container of an engine and assert none is left (fixture teardown)."""
+    ids = cli("ps", "-aq", "--no-trunc").stdout.split()
+    if ids:
+        cli("rm", "-f", *ids)
+    leftover = cli("ps", "-aq").stdout.split()
+    assert not leftover, f"containers left: {leftover}"

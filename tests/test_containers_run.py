@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from containers_support import busybox_rootfs_tar
+from containers_support import busybox_rootfs_tar, remove_all_containers
 
 from conftest import EngineEnv, need_root
 
@@ -31,11 +31,7 @@ def engine(request: pytest.FixtureRequest, engine_env: EngineEnv,
     tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
     engine_env.run("import", str(tar), "busybox:latest", check=True)
     yield engine_env
-    ids = engine_env.run("ps", "-aq", "--no-trunc").stdout.split()
-    if ids:
-        engine_env.run("rm", "-f", *ids)
-    leftover = engine_env.run("ps", "-aq").stdout.split()
-    assert not leftover, f"containers left: {leftover}"
+    remove_all_containers(engine_env.run)
 
 
 def _inspect(engine: EngineEnv, ref: str) -> dict:

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from containers_support import busybox_rootfs_tar
+from containers_support import busybox_rootfs_tar, remove_all_containers
 
 from conftest import EngineEnv, need_root, need_tool
 
@@ -65,11 +65,8 @@ def host(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> Net
         tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
         test_host.cli("import", str(tar), "busybox:latest", check=True)
         yield test_host
-        ids = test_host.cli("ps", "-aq", "--no-trunc").stdout.split()
-        if ids:
-            test_host.cli("rm", "-f", *ids)
+        remove_all_containers(test_host.cli)
         test_host.cli("network", "prune", "-f")
-        assert not test_host.cli("ps", "-aq").stdout.split()
         # every endpoint is gone: no veth is left in the test host
         links = test_host.sh("ip", "-o", "link").stdout
         assert "veth" not in links, links
