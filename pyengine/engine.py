@@ -50,7 +50,7 @@ def make_plugin_host(config: Config, environ: dict[str, str] | None = None) -> P
     if from_file:
         sources.append(f"[plugins] disabled in {config.path}")
     host = PluginHost(disabled=from_env + from_file, disabled_source=" and ".join(sources))
-    host.load_entry_points()
+    host.load_entry_points(cache_dir=config.run_root)
     return host
 
 

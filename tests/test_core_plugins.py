@@ -199,3 +199,32 @@ def test_third_party_cannot_shadow_a_bundled_driver_name(engine_env, tmp_path, n
     assert "'vfs' is already registered by plugin 'vfs'" in listed[name]["state"]
     assert listed["vfs"]["state"] == "ok"
     assert info_json(engine_env, "-s", "vfs", **env)["storage"]["plugin"] == "vfs"
+
+
+def test_entry_point_cache_spares_the_scan_and_sees_a_new_install(engine_env, tmp_path):
+    """The second command reads the entry points from <run-root>/plugins.json without importing
+    importlib.metadata; installing a distribution (a new dist-info changes its directory's
+    mtime) makes the next command scan again and find it."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    site.mkdir()
+    env = {**engine_env.env, "PYTHONPATH": str(site)}
+    probe = ("import sys; from pathlib import Path; from pyengine.plugin.discovery import discover; "
+             f"names = sorted(e.name for e in discover(Path({str(engine_env.run_root)!r}))); "
+             "print('importlib.metadata' in sys.modules, ','.join(names))")
+
+    def run() -> tuple[str, str]:
+        out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True,
+                             text=True, check=True).stdout.split()
+        return out[0], out[1]
+
+    scanned, first = run()
+    cached, second = run()
+    assert (scanned, cached) == ("True", "False") and first == second and "vfs" in first
+    assert (engine_env.run_root / "plugins.json").exists()
+    make_plugin(site, "fresh", "from pyengine.plugin import hookimpl\n")
+    rescanned, third = run()
+    assert rescanned == "True" and "fresh" in third.split(",")
+    assert plugins_json(engine_env, PYTHONPATH=str(site))["fresh"]["distribution"] == "pe-test-fresh"

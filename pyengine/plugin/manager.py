@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib import metadata
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -23,9 +22,13 @@ from pyengine.log import get_logger
 from pyengine.plugin import NAME, spec
 
 if TYPE_CHECKING:
+    from importlib import metadata
+    from pathlib import Path
+
     import click
 
     from pyengine.drivers.registry import Credentials
+    from pyengine.plugin.discovery import PluginEntry
 
 log = get_logger("pyengine.plugins")
 
@@ -73,18 +76,26 @@ class PluginHost:
         self._specs: dict[str, list[DriverSpec]] | None = None
 
     # -- loading ---------------------------------------------------------------------------
-    def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> None:
-        """Load every plugin of the ``pyengine`` entry-point group that is not disabled."""
+    def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint | PluginEntry] | None = None,
+                          cache_dir: Path | None = None) -> None:
+        """Load every plugin of the ``pyengine`` entry-point group that is not disabled.
+
+        :param cache_dir: where the entry-point cache lives (see ``pyengine.plugin.discovery``)
+        """
+        from pyengine.plugin.discovery import PluginEntry, discover
+
         started = time.monotonic()
         if entry_points is None:
-            entry_points = metadata.entry_points(group=NAME)
+            entry_points = discover(cache_dir)
         for ep in sorted(entry_points, key=lambda e: e.name):
             if ep.name in self.records:
                 continue
-            dist = getattr(ep, "dist", None)
-            record = PluginRecord(name=ep.name, module=ep.value,
-                                  distribution=dist.name if dist else None,
-                                  version=dist.version if dist else None)
+            if isinstance(ep, PluginEntry):
+                distribution, version = ep.distribution, ep.version
+            else:
+                dist = getattr(ep, "dist", None)
+                distribution, version = (dist.name, dist.version) if dist else (None, None)
+            record = PluginRecord(name=ep.name, module=ep.value, distribution=distribution, version=version)
             self.records[ep.name] = record
             if ep.name in self.disabled:
                 record.state = "disabled"
