@@ -8,7 +8,6 @@ reconciliation of containers whose monitor died. Knows nothing of how a process 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import time
@@ -19,21 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from pyengine.errors import Conflict, NotFound, UsageError
+from pyengine.fsutil import flocked, write_json_atomic
 
 
 def now_iso() -> str:
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e9):09d}Z"
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temp name, fsync, rename: a crash leaves the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
 
 
 @dataclass
@@ -98,23 +88,14 @@ class ContainerStore:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """The store-wide lock: names, creation and removal happen under it."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with flocked(self.root / ".lock"):
             yield
-        finally:
-            os.close(fd)
 
     @contextmanager
     def container_lock(self, container_id: str) -> Iterator[None]:
         """A per-container lock around read-modify-write of its state."""
-        fd = os.open(self.dir(container_id) / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with flocked(self.dir(container_id) / ".lock"):
             yield
-        finally:
-            os.close(fd)
 
     # -- paths -----------------------------------------------------------------------------
     def dir(self, container_id: str) -> Path:

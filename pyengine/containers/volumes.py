@@ -12,8 +12,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pyengine.containers.store import now_iso, write_json_atomic
+from pyengine.containers.store import now_iso
 from pyengine.errors import Conflict, NotFound, UsageError
+from pyengine.fsutil import write_json_atomic
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 

@@ -4,15 +4,14 @@ makes every read-modify-write of it (IPAM included) safe across processes."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pyengine.errors import NotFound, UsageError
+from pyengine.fsutil import flocked, write_json_atomic
 
 
 @dataclass
@@ -75,13 +74,8 @@ class NetworkStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """An exclusive lock over the whole store (flock: released if the process dies)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with flocked(self.root / ".lock"):
             yield
-        finally:
-            os.close(fd)
 
     def all(self) -> list[NetworkRecord]:
         if not self.root.is_dir():
@@ -110,11 +104,7 @@ class NetworkStore:
         return record
 
     def save(self, record: NetworkRecord) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f"{record.id}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record.as_dict(), indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        write_json_atomic(self.root / f"{record.id}.json", record.as_dict(), indent=2, sort_keys=True)
 
     def delete(self, record: NetworkRecord) -> None:
         with contextlib.suppress(FileNotFoundError):

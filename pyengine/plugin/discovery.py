@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pyengine.fsutil import write_json_atomic
 from pyengine.plugin import NAME
 
 _CACHE_VERSION = 1
@@ -79,11 +80,8 @@ def discover(cache_dir: Path | None) -> list[PluginEntry]:
         pass
     entries = scan()
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".plugins.json.{os.getpid()}")
-        tmp.write_text(json.dumps({"version": _CACHE_VERSION, "key": key,
-                                   "entries": [asdict(e) for e in entries]}))
-        os.replace(tmp, cache)
+        write_json_atomic(cache, {"version": _CACHE_VERSION, "key": key, "entries": [asdict(e) for e in entries]},
+                          indent=None, fsync=False)
     except OSError:
         pass  # a read-only run root: scan every time
     return entries

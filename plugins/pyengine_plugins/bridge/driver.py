@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import ipaddress
 import json
 import os
@@ -19,6 +18,7 @@ from typing import Any
 from pyengine.drivers import DriverContext
 from pyengine.drivers.network import Endpoint
 from pyengine.errors import Conflict, DriverError, DriverNotSupported
+from pyengine.fsutil import flocked, write_json_atomic
 from pyengine.log import get_logger
 from pyengine_plugins.bridge import nft
 
@@ -70,25 +70,16 @@ class BridgeNetwork:
     # -- state files and the nftables table ------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with flocked(self.state_dir / ".lock"):
             yield
-        finally:
-            os.close(fd)
 
     def _write(self, kind: str, key: str, payload: dict[str, Any] | None) -> None:
-        directory = self.state_dir / kind
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{key}.json"
+        path = self.state_dir / kind / f"{key}.json"
         if payload is None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload))
-        os.replace(tmp, path)
+        write_json_atomic(path, payload, indent=None)
 
     def _read_all(self, kind: str) -> list[dict[str, Any]]:
         directory = self.state_dir / kind

@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -24,6 +23,7 @@ from typing import IO, Any
 
 from pyengine.drivers import DriverContext
 from pyengine.errors import Conflict, DriverError, NotFound, UsageError
+from pyengine.fsutil import write_json_atomic
 from pyengine.log import get_logger
 from pyengine_plugins.devicemapper import DevicemapperOptions, dm, parse_size
 
@@ -38,19 +38,7 @@ ROOTFS = "rootfs"
 
 
 def _write_json(path: Path, data: Any) -> None:
-    """Write atomically: a reader sees the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_json_atomic(path, data, indent=1, sort_keys=True)
 
 
 def _read_json(path: Path, default: Any) -> Any:
