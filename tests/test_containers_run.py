@@ -211,3 +211,25 @@ def test_network_none_has_only_loopback_up(engine: EngineEnv) -> None:
 def test_network_host_sees_the_hosts_interfaces(engine: EngineEnv) -> None:
     result = engine.run("run", "--rm", "--network", "host", "busybox", "ls", "/sys/class/net", check=True)
     assert sorted(result.stdout.split()) == sorted(os.listdir("/sys/class/net"))
+
+
+def test_pause_freezes_the_cgroup_top_lists_the_process_and_unpause_thaws(engine: EngineEnv) -> None:
+    cid = engine.run("run", "-d", "busybox", "sleep", "300", check=True).stdout.strip()
+    pid = _inspect(engine, cid)["State"]["Pid"]
+    top = engine.run("top", cid, check=True).stdout
+    assert str(pid) in top and "sleep 300" in top
+    engine.run("pause", cid, check=True)
+    assert _inspect(engine, cid)["State"]["Status"] == "paused"
+    again = engine.run("pause", cid)
+    assert again.returncode == 1 and "is not running" in again.stderr
+    # the kernel's word: v1's freezer.state, or v2's cgroup.freeze
+    v1 = Path("/sys/fs/cgroup/freezer").is_dir()
+    name, frozen, thawed = ("freezer.state", "FROZEN", "THAWED") if v1 else ("cgroup.freeze", "1", "0")
+    freezer = next(Path("/sys/fs/cgroup").rglob(f"{cid}/{name}"), None)
+    assert freezer is not None, f"no {name} for the container"
+    assert freezer.read_text().strip() == frozen
+    engine.run("unpause", cid, check=True)
+    assert _inspect(engine, cid)["State"]["Status"] == "running"
+    assert freezer.read_text().strip() == thawed
+    refused = engine.run("unpause", cid)
+    assert refused.returncode == 1 and "is not paused" in refused.stderr
