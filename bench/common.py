@@ -8,6 +8,7 @@ unmounted, the dir deleted and the (empty) ``pyengine`` cgroups this run made re
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -85,6 +86,21 @@ def remove_cgroups() -> None:
                     os.rmdir(dirpath)
                 except OSError:
                     pass
+
+
+def add_image_args(parser: argparse.ArgumentParser, runs: int) -> None:
+    """The flags of the scripts that build a test image: its size, the runs, a work dir."""
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--mb", type=int, default=200)
+    parser.add_argument("--files", type=int, default=14000)
+    parser.add_argument("--work", type=Path, default=None, help="keep the built image here between runs")
+
+
+def work_dir(args: argparse.Namespace) -> Path:
+    """``--work`` (kept between runs), else a fresh temp dir."""
+    work = args.work or Path(tempfile.mkdtemp(prefix="pyengine-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    return work
 
 
 def timed(argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> float:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -39,23 +38,10 @@ from common import (  # noqa: E402
     require_root,
 )
 
+from pyengine.procfs import children_map  # noqa: E402
+
 FIELDS = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Pss_Shmem")
 GOALS_KIB = {"conmon": 414, "containerd-shim": 2962}
-
-
-def children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                # the command may hold spaces and parentheses: the ppid follows the last ')'
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    return children
 
 
 def tree(root: int, children: dict[int, list[int]], exclude: int) -> list[int]:

@@ -22,7 +22,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]
 
 import imagebuild as ib  # noqa: E402
-from common import Env  # noqa: E402
+from common import Env, add_image_args, work_dir  # noqa: E402
 
 
 def build_archive(work: Path, mb: int, files: int) -> Path:
@@ -68,13 +68,9 @@ def bench_driver(driver: str, archive: Path, work: Path, runs: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--drivers", default="overlay,vfs")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--mb", type=int, default=200)
-    parser.add_argument("--files", type=int, default=14000)
-    parser.add_argument("--work", type=Path, default=None, help="keep the built image here between runs")
+    add_image_args(parser, runs=5)
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="pyengine-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args)
     archive = build_archive(work, args.mb, args.files)
     print(f"image: {args.mb} MB in {args.files} files, {archive.stat().st_size / 1e6:.0f} MB archive")
     for driver in [d for d in args.drivers.split(",") if d]:

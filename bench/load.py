@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Env, Podman  # noqa: E402
+from common import Env, Podman, add_image_args, work_dir  # noqa: E402
 from layer_create import build_archive  # noqa: E402
 
 
@@ -50,14 +50,10 @@ def time_podman(driver: str, archive: Path, work: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--driver", default="overlay", help="storage driver for both engines")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--mb", type=int, default=200)
-    parser.add_argument("--files", type=int, default=14000)
-    parser.add_argument("--work", type=Path, default=None, help="keep the built image here between runs")
+    add_image_args(parser, runs=3)
     parser.add_argument("--archive", type=Path, default=None, help="a docker-archive to load instead")
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="pyengine-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args)
     archive = args.archive or build_archive(work, args.mb, args.files)
     ours, theirs = [], []
     for _ in range(args.runs):

@@ -25,7 +25,7 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]
 
 import imagebuild as ib  # noqa: E402
 import registry_fixtures as rf  # noqa: E402
-from common import Env, Podman  # noqa: E402
+from common import Env, Podman, add_image_args, work_dir  # noqa: E402
 
 NAME = "bench/big:1"
 
@@ -78,13 +78,9 @@ def time_podman(driver: str, host: str, work: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--driver", default="overlay", help="storage driver for both engines")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--mb", type=int, default=200)
-    parser.add_argument("--files", type=int, default=14000)
-    parser.add_argument("--work", type=Path, default=None, help="keep the built image here between runs")
+    add_image_args(parser, runs=3)
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="pyengine-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args)
     layout = build_layout(work, args.mb, args.files)
     reg = seed_registry(work, layout)
     try:

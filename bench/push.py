@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import add_image_args, work_dir  # noqa: E402
 from pull import NAME, build_layout, pyengine_env, rf, seed_registry  # noqa: E402
 
 
@@ -42,13 +43,9 @@ def timed(work: Path, push) -> float:  # noqa: ANN001 - host -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--driver", default="overlay", help="storage driver of pyengine's store")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--mb", type=int, default=200)
-    parser.add_argument("--files", type=int, default=14000)
-    parser.add_argument("--work", type=Path, default=None, help="keep the built image here between runs")
+    add_image_args(parser, runs=3)
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="pyengine-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args)
     layout = build_layout(work, args.mb, args.files)
     seed = seed_registry(work, layout)
     env = pyengine_env(work, seed.host)

@@ -18,6 +18,7 @@ import pytest
 from containers_support import busybox_rootfs_tar, remove_all_containers
 
 from conftest import EngineEnv, need_root, need_tool
+from pyengine.procfs import parent_of
 
 
 def _machine_links() -> set[str]:
@@ -192,9 +193,7 @@ def test_thirty_concurrent_containers_get_distinct_addresses_freed_on_stop_and_a
         else:
             for cid in ids:
                 pid = json.loads(host.cli("inspect", cid, check=True).stdout)[0]["State"]["Pid"]
-                with open(f"/proc/{pid}/stat") as f:
-                    monitor = int(f.read().rsplit(")", 1)[1].split()[1])
-                os.kill(monitor, signal.SIGKILL)
+                os.kill(parent_of(pid), signal.SIGKILL)
             time.sleep(0.5)
         # the next command (here: network inspect) reconciles what the dead monitors held
         network = json.loads(host.cli("network", "inspect", "many", check=True).stdout)[0]

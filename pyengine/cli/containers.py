@@ -619,16 +619,9 @@ def top(state: CliState, container: str) -> None:
 
 
 def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
+    from pyengine.procfs import children_map
+
+    children = children_map()
     out, queue = [], [root]
     while queue:
         pid = queue.pop(0)

@@ -290,26 +290,21 @@ class Containers:
             time.sleep(0.05)
 
     def pause(self, ref: str) -> None:
-        record = self.get(ref)
-        if record.state.status != "running":
-            raise Conflict(f"container {record.name} is not running")
-        self._freezer(record, "freeze")
-        with self.store.container_lock(record.id):
-            state = self.store.load(record.id).state
-            state.status = "paused"
-            self.store.save_state(record.id, state)
-        self.emit(record, "pause")
+        self._set_frozen(ref, "running", "freeze", "paused", "pause")
 
     def unpause(self, ref: str) -> None:
+        self._set_frozen(ref, "paused", "thaw", "running", "unpause")
+
+    def _set_frozen(self, ref: str, expected: str, action: str, status: str, event: str) -> None:
         record = self.get(ref)
-        if record.state.status != "paused":
-            raise Conflict(f"container {record.name} is not paused")
-        self._freezer(record, "thaw")
+        if record.state.status != expected:
+            raise Conflict(f"container {record.name} is not {expected}")
+        self._freezer(record, action)
         with self.store.container_lock(record.id):
             state = self.store.load(record.id).state
-            state.status = "running"
+            state.status = status
             self.store.save_state(record.id, state)
-        self.emit(record, "unpause")
+        self.emit(record, event)
 
     def _freezer(self, record: ContainerRecord, action: str) -> None:
         for isolator in self.isolators():

@@ -204,9 +204,9 @@ def pid_alive(pid: int) -> bool:
     """True when ``pid`` exists and is not a zombie."""
     if pid <= 0:
         return False
+    from pyengine.procfs import stat_fields
+
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
+        return stat_fields(pid)[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
