@@ -337,6 +337,9 @@ def open_output(path: str | None) -> tuple[IO[bytes], str | None]:
         return sys.stdout.buffer, None
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".pyengine-save-", dir=directory)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # as a file the user created (docker save -o): mkstemp made it 0600
     return os.fdopen(fd, "wb"), tmp
 
 
