@@ -56,3 +56,35 @@ def test_overlay_whiteout_is_a_char_device_in_the_upper_dir(tmp_path):
     upper = drv.root / "child" / "diff" / "gone"
     st = os.lstat(upper)
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def test_probe_success_is_remembered_until_reboot_per_data_root(tmp_path):
+    # The probe's test mount costs a few ms a command: a success is kept in the run root,
+    # stamped with this boot and the data root's filesystem; a stamp that does not match
+    # (another boot, a data root moved to another filesystem) means probing again.
+    need_root()
+    from pyengine_plugins.overlay import driver as overlay
+
+    ctx = DriverContext(name="overlay", options=None, configured=False, data_root=tmp_path / "data",
+                        run_root=tmp_path / "run", state_dir=tmp_path / "data" / "storage" / "overlay")
+    marker = tmp_path / "run" / "overlay-probe-ok"
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    overlay._probed.clear()
+    overlay.probe(ctx)
+    first = marker.read_text()
+    assert first.split() == [boot, str(ctx.data_root), str(tmp_path.stat().st_dev)]
+    marker.write_text(f"another-boot {ctx.data_root} {tmp_path.stat().st_dev}\n")
+    overlay._probed.clear()
+    probes = []
+    real = overlay._try_mount
+    overlay._try_mount = lambda root: probes.append(root) or real(root)
+    try:
+        overlay.probe(ctx)
+        assert probes == [ctx.data_root], "a stale stamp was trusted"
+        assert marker.read_text() == first
+        overlay._probed.clear()
+        overlay.probe(ctx)
+        assert probes == [ctx.data_root], "a valid stamp was not trusted"
+    finally:
+        overlay._try_mount = real
+        overlay._probed.clear()
