@@ -263,3 +263,17 @@ def test_info_shows_the_host_manager_ok_and_the_other_skipped(cgroup: CgroupRun,
     output = engine_env.run("info", check=True).stdout
     assert _isolator_state(output, f"cgroupv{cgroup.version}") == \
         f"skip   disabled by [cgroups] version = {other}"
+
+
+def test_v1_warm_moves_this_process_nowhere(cgroup: CgroupRun) -> None:
+    # warm() pays cgroup v1's first-move cost ahead of a launch by moving this process into
+    # the cgroup it is already in: afterwards it is where it was, in every hierarchy.
+    if cgroup.version != "1":
+        assert not hasattr(cgroup.isolator, "warm")
+        return
+    before = Path("/proc/self/cgroup").read_text()
+    thread = cgroup.isolator.warm()
+    assert thread is not None
+    thread.join(30)
+    assert not thread.is_alive()
+    assert Path("/proc/self/cgroup").read_text() == before

@@ -245,6 +245,7 @@ def run(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> None
     """Create and start a container from IMAGE; attached unless -d."""
     config, host = build_configs(image, command, o)
     containers = _containers(state)
+    containers.warm_isolators()  # the kernel's part of starting overlaps create
     record = containers.create(image, config, host, name=o["name"], endpoint=_endpoint(o))
     if o["detach"]:
         try:

@@ -42,6 +42,7 @@ class Containers:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.store = ContainerStore(engine.config.data_root, engine.config.run_root)
+        self._warmed = False
 
     # -- helpers other parts call ----------------------------------------------------------
     def emit(self, record: ContainerRecord, event: str, **attributes: str) -> None:
@@ -101,6 +102,7 @@ class Containers:
         from pyengine.containers.monitor import spawn_monitor
 
         container_id = self.store.resolve(ref)
+        self.warm_isolators()
         with self.store.container_lock(container_id):
             record = self.reconcile(self.store.load(container_id))
             if record.state.running:
@@ -115,6 +117,17 @@ class Containers:
             error.exit_code = int(code) if code.isdigit() else 125
             raise error
         return self.store.load(container_id)
+
+    def warm_isolators(self) -> None:
+        """Let isolators start slow kernel work a launch will wait for (cgroup v1's lock) now,
+        in the background; once per process."""
+        if self._warmed:
+            return
+        self._warmed = True
+        for isolator in self.isolators():
+            warm = getattr(isolator, "warm", None)
+            if warm is not None:
+                warm()
 
     def launch(self, record: ContainerRecord, stdio: tuple[int | None, int, int] | None) -> Any:
         """Called in the monitor: mount the rootfs, prepare isolators, start the process."""

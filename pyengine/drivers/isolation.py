@@ -8,7 +8,12 @@ from typing import Any, Protocol, runtime_checkable
 @runtime_checkable
 class Isolator(Protocol):
     """What every isolator implements. ``spec`` is the container's runtime spec (a dict in
-    the OCI runtime spec's vocabulary); isolators apply their part of it."""
+    the OCI runtime spec's vocabulary); isolators apply their part of it.
+
+    Optional, outside the protocol: ``warm() -> threading.Thread | None``, called once by a
+    command about to start a container (``run``, ``start``) before anything else, to begin
+    slow kernel work the launch will wait for in the background (cgroup v1 uses it for the
+    RCU grace period of the first cgroup move). It must change nothing a container sees."""
 
     name: str
 
