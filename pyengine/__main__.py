@@ -1,5 +1,6 @@
-"""``python -m pyengine`` runs the CLI."""
+"""``python -m pyengine`` runs the CLI, as the ``pyengine`` command does (through the fork
+server when one answers)."""
 
-from pyengine.cli import main
+from pyengine.forkserver.client import main
 
 main()

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,8 +67,10 @@ def engine_env(tmp_path: Path) -> EngineEnv:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYENGINE_")}
     # Containers default to no network here: a bridge would be made in the machine's own
     # namespace. Network tests run the engine inside a test host (tests/test_network_*.py).
+    # The session's fork server (see no_fork_server_left) runs the CLI, as a user's does.
     env.update({"PYENGINE_DATA_ROOT": str(data_root), "PYENGINE_RUN_ROOT": str(run_root),
-                "PYENGINE_CONFIG": str(config_path), "PYENGINE_NETWORK_DEFAULT": "none"})
+                "PYENGINE_CONFIG": str(config_path), "PYENGINE_NETWORK_DEFAULT": "none",
+                "PYENGINE_FORK_SOCKET": os.environ["PYENGINE_FORK_SOCKET"]})
     yield EngineEnv(root, data_root, run_root, config_path, env)
     leftovers = _mounts_under(str(root))
     for point in reversed(leftovers):
@@ -84,6 +87,51 @@ def need_tool(*names: str) -> None:
     missing = [n for n in names if shutil.which(n) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} (apt-get install them; .ci/run does)")
+
+
+def _fork_servers_under(prefix: str) -> dict[int, str]:
+    """Fork servers whose socket is under ``prefix`` (their command line names it)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"pyengine.forkserver.server" in argv and any(a.startswith(prefix.encode()) for a in argv):
+            found[int(entry)] = b" ".join(argv).decode(errors="replace")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_fork_server_left(tmp_path_factory: pytest.TempPathFactory):
+    """One fork server for the whole run, started here from the test process's own context (a
+    command in a test host's network namespace finds it answering for another context and
+    runs in-process); every engine_env and every other CLI run of the tests uses it. At the
+    end it is stopped, and no fork server of this run may remain."""
+    from pyengine.forkserver import stop_server
+
+    base = tmp_path_factory.getbasetemp()
+    sock = base / "session-fork" / "fork.sock"
+    old = os.environ.get("PYENGINE_FORK_SOCKET")
+    os.environ["PYENGINE_FORK_SOCKET"] = str(sock)
+    subprocess.run([sys.executable, "-m", "pyengine", "--version"], capture_output=True, check=True)
+    for _ in range(200):
+        if sock.exists():
+            break
+        time.sleep(0.05)
+    yield
+    stop_server(str(sock))
+    if old is None:
+        os.environ.pop("PYENGINE_FORK_SOCKET", None)
+    else:
+        os.environ["PYENGINE_FORK_SOCKET"] = old
+    left = _fork_servers_under(str(base))
+    for pid in left:
+        os.kill(pid, 9)
+    assert not left, f"the test run left fork servers running: {left}"
 
 
 @pytest.fixture(scope="session", autouse=True)

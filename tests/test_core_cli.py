@@ -18,8 +18,11 @@ HEAVY = ("pyroute2", "aiohttp", "rich", "requests", "docker", "structlog", "plug
          "pyengine.engine", "pyengine.config", "pyengine.plugin", "pyengine_plugins", "tomllib")
 
 
-def imported_modules(code_or_args: list[str], env: dict[str, str]) -> list[str]:
-    """The modules ``python -X importtime ARGS`` imports, parsed from its stderr."""
+def imported_modules(code_or_args: list[str], env: dict[str, str], expect: str = "pyengine.cli") -> list[str]:
+    """The modules ``python -X importtime ARGS`` imports in-process (the fork server off, so
+    this is the path of a command nobody serves), parsed from its stderr."""
+    if expect == "pyengine.cli":
+        env = {**env, "PYENGINE_FORK_SERVER": "0"}
     result = subprocess.run([sys.executable, "-X", "importtime", *code_or_args], env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -28,7 +31,7 @@ def imported_modules(code_or_args: list[str], env: dict[str, str]) -> list[str]:
         if not line.startswith("import time:") or "imported package" in line:
             continue
         names.append(line.rsplit("|", 1)[1].strip())
-    assert "pyengine.cli" in names, "importtime output not understood"
+    assert expect in names, "importtime output not understood"
     return names
 
 
@@ -48,6 +51,16 @@ def test_import_pyengine_cli_pulls_in_no_heavy_module(engine_env):
 @pytest.mark.parametrize("args", [["--version"], ["-v"]])
 def test_version_pulls_in_no_heavy_module(engine_env, args):
     names = imported_modules(["-m", "pyengine", *args], engine_env.env)
+    assert heavy_among(names) == []
+
+
+def test_a_served_command_imports_only_the_client(engine_env):
+    # With the fork server answering, the command process imports neither click nor the CLI:
+    # the fork that runs it has them already.
+    info = json.loads(engine_env.run("info", "--format", "json", check=True).stdout)["fork_server"]
+    assert info["served"], info
+    names = imported_modules(["-m", "pyengine", "--version"], engine_env.env, expect="pyengine.forkserver.client")
+    assert not [n for n in names if n == "click" or n.startswith(("click.", "pyengine.cli"))], names
     assert heavy_among(names) == []
 
 

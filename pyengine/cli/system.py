@@ -62,9 +62,15 @@ def info(state: CliState, fmt: str) -> None:
     storage_status = [list(pair) for pair in engine.storage.status()]
     config = {name: {"value": v.value, "source": v.source} for name, v in engine.config.values.items()}
     drivers = [d.as_dict() for d in engine.driver_states()]
-    data = {"config": config, "config_file": str(engine.config.path) if engine.config.path else None,
-            "drivers": drivers,
-            "storage": {"driver": storage_spec.name, "plugin": storage_spec.plugin, "status": storage_status}}
+    from pyengine import forkserver
+
+    fork: dict[str, Any] = {"socket": forkserver.socket_path(), "served": forkserver.SERVED_BY is not None,
+                            "pid": forkserver.SERVED_BY}
+    data: dict[str, Any] = {
+        "config": config, "config_file": str(engine.config.path) if engine.config.path else None,
+        "drivers": drivers,
+        "storage": {"driver": storage_spec.name, "plugin": storage_spec.plugin, "status": storage_status},
+        "fork_server": fork}
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return
@@ -77,3 +83,6 @@ def info(state: CliState, fmt: str) -> None:
     click.echo(f"\nStorage driver: {storage_spec.name}")
     for key, value in storage_status:
         click.echo(f"  {key}: {value}")
+    click.echo(f"\nFork server: {fork['socket'] or '(off)'}")
+    served = f"run by the fork server (pid {fork['pid']})" if fork["served"] else "in-process"
+    click.echo(f"  this command: {served}")

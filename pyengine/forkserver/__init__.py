@@ -1,0 +1,121 @@
+"""The fork server: a warm copy of the engine that runs CLI commands for the same user.
+
+pyengine is daemonless: every command is a process that builds the engine, does its work and
+exits. Most of a short command's time is Python starting and importing the engine, not the
+work. The fork server is a process that has imported everything once; the ``pyengine``
+command (``pyengine.forkserver.client``) hands it its argv, environment, working directory and
+stdin/stdout/stderr (as file descriptors, over a Unix socket), the server forks, and the fork
+runs the ordinary CLI with them — the same code, the same config read per command, the same
+per-command engine. The client relays signals to the fork and exits with its status.
+
+It is an accelerator, never a dependency: containers do not run under it (their monitors are
+``setsid`` processes, as without it); when it is not running, answers for another context, or
+its code is older than the installed code, the command runs in-process, exactly as before,
+and starts a new server in the background for the next one. It serves only a client of its
+own user whose namespaces, cgroups, root, credentials, capabilities and limits are its own
+(``context_mismatch``), so a command never runs somewhere its user did not run it. It exits
+after ``PYENGINE_FORK_SERVER_IDLE`` seconds (default 300) without a command.
+
+``PYENGINE_FORK_SERVER=0`` turns it off; ``PYENGINE_FORK_SOCKET`` moves its socket (default
+``/run/pyengine-fork/fork.sock`` for root, ``$XDG_RUNTIME_DIR/pyengine-fork/fork.sock``
+otherwise, and off when neither applies).
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Environment variables the client and server read (all optional).
+ENABLE_ENV = "PYENGINE_FORK_SERVER"
+SOCKET_ENV = "PYENGINE_FORK_SOCKET"
+IDLE_ENV = "PYENGINE_FORK_SERVER_IDLE"
+DEFAULT_IDLE_SECONDS = 300.0
+
+#: Commands that need a controlling terminal of their own (password prompts read /dev/tty).
+IN_PROCESS_ONLY = frozenset({"login"})
+
+#: In a fork that runs a client's command: the server's pid (``pyengine info`` shows it).
+SERVED_BY: int | None = None
+
+#: The /proc/<pid>/status lines that must be equal in client and server.
+STATUS_KEYS = ("Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs",
+               "Seccomp")
+NAMESPACES = ("mnt", "net", "pid", "pid_for_children", "uts", "ipc", "cgroup", "user")
+
+
+def socket_path(environ: dict[str, str] | os._Environ[str] | None = None) -> str | None:
+    """Where the fork server listens, or None when it is turned off or has no safe place."""
+    env = os.environ if environ is None else environ
+    if env.get(ENABLE_ENV, "1").strip().lower() in ("0", "no", "false", "off"):
+        return None
+    if env.get(SOCKET_ENV):
+        return env[SOCKET_ENV]
+    if os.geteuid() == 0:
+        return "/run/pyengine-fork/fork.sock"
+    runtime = env.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime, "pyengine-fork", "fork.sock") if runtime else None
+
+
+def pid_file(sock: str) -> str:
+    return sock + ".pid"
+
+
+def execution_context(pid: int | str) -> dict[str, str]:
+    """What makes a process's view of the system: its namespaces, cgroups, root directory,
+    credentials, capabilities, seccomp, rlimits and LSM label, read from /proc."""
+    base = f"/proc/{pid}"
+    ctx: dict[str, str] = {}
+    for ns in NAMESPACES:
+        try:
+            ctx[f"ns:{ns}"] = os.readlink(f"{base}/ns/{ns}")
+        except OSError:
+            ctx[f"ns:{ns}"] = "?"
+    st = os.stat(f"{base}/root")
+    ctx["root"] = f"{st.st_dev}:{st.st_ino}"
+    for name in ("cgroup", "limits", "attr/current"):
+        try:
+            with open(f"{base}/{name}") as f:
+                ctx[name] = f.read()
+        except OSError:
+            ctx[name] = "?"
+    with open(f"{base}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in STATUS_KEYS:
+                ctx[key] = value.strip()
+    return ctx
+
+
+def context_mismatch(client_pid: int) -> str | None:
+    """The first way the client's execution context differs from this process's, or None."""
+    mine, theirs = execution_context("self"), execution_context(client_pid)
+    for key, value in mine.items():
+        if theirs.get(key) != value:
+            return key
+    return None
+
+
+def stop_server(sock: str, timeout: float = 5.0) -> bool:
+    """Ask the server on ``sock`` to stop (SIGTERM: it stops listening and exits once the
+    commands it runs have ended), SIGKILL it after ``timeout``. True if one was running."""
+    import signal
+    import time
+
+    try:
+        with open(pid_file(sock)) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"pyengine.forkserver.server" not in f.read():
+                return False  # the pid file outlived its server and the pid was reused
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError):
+        return False
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if os.path.exists(f"/proc/{pid}"):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return True
