@@ -155,10 +155,30 @@ class Env:
         self.config_path = root / "config.toml"
         self.config_path.write_text(config)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PYENGINE_")}
+        # Its own fork server (pyengine.forkserver), stopped by cleanup(): nothing outlives the run.
+        self.fork_socket = str(root / "fork" / "fork.sock")
         self.env.update({"PYENGINE_DATA_ROOT": str(self.data_root), "PYENGINE_RUN_ROOT": str(self.run_root),
-                         "PYENGINE_CONFIG": str(self.config_path)})
+                         "PYENGINE_CONFIG": str(self.config_path), "PYENGINE_FORK_SOCKET": self.fork_socket})
         if storage_driver:
             self.env["PYENGINE_STORAGE_DRIVER"] = storage_driver
+
+    def without_fork_server(self) -> dict[str, str]:
+        """This environment with the fork server turned off (every command runs in-process)."""
+        return {**self.env, "PYENGINE_FORK_SERVER": "0"}
+
+    def wait_for_fork_server(self, timeout: float = 10.0) -> bool:
+        """After a first command started it: wait until the fork server listens."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(self.fork_socket):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop_fork_server(self) -> None:
+        from pyengine.forkserver import stop_server
+
+        stop_server(self.fork_socket)
 
     def pyengine(self, *args: str) -> None:
         """``python -m pyengine ARGS``, output discarded; raises if it fails."""
@@ -303,6 +323,7 @@ def cleanup(work: Path, envs: Sequence[Env] = (), podmans: Sequence[Podman] = ()
             env.remove_containers()
         except Exception as exc:  # keep cleaning up
             print(f"cleanup: pyengine containers: {exc}", file=sys.stderr)
+        env.stop_fork_server()
     for podman in podmans:
         podman.close()
     unmount_under(work)

@@ -9,8 +9,10 @@ Per container, the engine's processes are the supervisor that stays the containe
 parent of ``State.Pid``; podman: ``State.ConmonPid``) and any descendants of it, minus the
 container's own process tree. PSS is the sum of ``Pss`` from ``/proc/<pid>/smaps_rollup``:
 pages shared between processes (the N monitors, or libc with everyone) are divided among them,
-so the figure is what each container adds. The largest mappings of one monitor and one conmon
-are printed too, to show what the memory is.
+so the figure is what each container adds. The monitors are forked (through the command's
+fork) from pyengine's fork server, so they share its pages; the server's own PSS is divided
+over the containers and added to pyengine's figure. The largest mappings of one monitor and
+one conmon are printed too, to show what the memory is.
 
     sudo python bench/idle_memory.py [--count 10] [--settle 2] [--json]
 """
@@ -109,6 +111,14 @@ def supervisors(engine: Engine, env: Env | None, ids: list[str], notes: list[str
     return pairs
 
 
+def fork_server_pid(env: Env) -> int:
+    try:
+        pid = int(Path(env.fork_socket + ".pid").read_text())
+        return pid if Path(f"/proc/{pid}").exists() else 0
+    except (OSError, ValueError):
+        return 0
+
+
 def measure(pairs: list[tuple[int, int]]) -> dict:
     children = children_map()
     per_container = []
@@ -145,6 +155,8 @@ def main() -> None:
         envs.append(env)
         env.import_busybox(tar)
         started: dict[str, tuple[Engine, Env | None, list[str]]] = {}
+        if not env.wait_for_fork_server():
+            notes.append("pyengine: the fork server did not start")
         started["pyengine"] = (env.engine(), env, start_idle(env.engine(), args.count))
         podman_found = shutil.which("podman")
         if podman_found and parent:
@@ -158,12 +170,21 @@ def main() -> None:
         time.sleep(args.settle)  # both sets idle at once: each engine's figure is taken beside the other's
         for name, (engine, env_, ids) in started.items():
             results[name] = measure(supervisors(engine, env_, ids, notes))
+        # pyengine's fork server is one of its own processes too (one per user, not per
+        # container): its PSS is shared out over the containers in the figure compared.
+        server = fork_server_pid(env)
+        server_pss = rollup(server)["Pss"] if server else 0
+        if not server:
+            notes.append("pyengine: no fork server was running (the monitors came from in-process commands)")
+        mine = results["pyengine"]
+        mine["fork_server_pss_kib"] = server_pss
+        mine["pss_kib_with_fork_server"] = mine["kib_per_container"]["Pss"] + server_pss / args.count
     finally:
         cleanup(work, envs, podmans)
 
     report: dict = {"count": args.count, "results": results, "goals_kib": GOALS_KIB, "notes": notes}
     if "podman" in results:
-        report["pyengine_over_conmon"] = (results["pyengine"]["kib_per_container"]["Pss"]
+        report["pyengine_over_conmon"] = (results["pyengine"]["pss_kib_with_fork_server"]
                                           / results["podman"]["kib_per_container"]["Pss"])
     if args.json:
         print(json.dumps(report, indent=2))
@@ -175,6 +196,10 @@ def main() -> None:
         k = r["kib_per_container"]
         print(f"  {labels[name]:<17} {k['Pss']:8.0f} {r['pss_kib_min']:7d} {r['pss_kib_max']:7d} "
               f"{k['Pss_Anon']:8.0f} {k['Pss_File']:7.0f} {k['Rss']:8.0f} {r['processes_per_container']:6.1f}")
+    mine = results["pyengine"]
+    print(f"  pyengine's fork server: {mine['fork_server_pss_kib']} KiB PSS in all, "
+          f"{mine['fork_server_pss_kib'] / args.count:.0f} per container; monitor + that share: "
+          f"{mine['pss_kib_with_fork_server']:.0f} KiB per container")
     if "pyengine_over_conmon" in report:
         print(f"  pyengine / conmon = {report['pyengine_over_conmon']:.1f}  (goal: <= 1.0; conmon here was "
               f"{GOALS_KIB['conmon']} KiB, docker's containerd-shim {GOALS_KIB['containerd-shim']:,} KiB)")

@@ -8,6 +8,10 @@ host needs (TESTING.md): runc, cgroupfs, file events, its own roots under a temp
 ulimits, --pull never. Every engine's cgroups go under a ``pyengine/bench`` child of this
 process's own cgroup, as the safety rules ask.
 
+pyengine is timed twice: as a user runs it, with its fork server warm (the first command of
+the warm-up starts it; see pyengine/forkserver), and with ``PYENGINE_FORK_SERVER=0``, every
+command a fresh interpreter ("pyengine-cold").
+
     sudo python bench/run.py [--runs 20] [--storage-driver overlay|vfs] [--json]
 """
 
@@ -45,7 +49,7 @@ def main() -> None:
     require_root("containers need namespaces, mounts and cgroups")
     parent = own_cgroup_parent()
     work = Path(tempfile.mkdtemp(prefix="pyengine-bench-run-"))
-    results: dict[str, list[float]] = {"pyengine": [], "podman": [], "runc": []}
+    results: dict[str, list[float]] = {"pyengine": [], "pyengine-cold": [], "podman": [], "runc": []}
     notes = []
     envs, podmans = [], []
     try:
@@ -53,7 +57,9 @@ def main() -> None:
         env = Env(work / "pyengine", BENCH_CONFIG, storage_driver=args.storage_driver)
         envs.append(env)
         env.import_busybox(tar)
-        commands = {"pyengine": (env.argv("run", "--rm", "--network", "none", "busybox", "true"), env.env, None)}
+        argv = env.argv("run", "--rm", "--network", "none", "busybox", "true")
+        # pyengine as a user runs it (the fork server warm), and with the fork server off.
+        commands = {"pyengine": (argv, env.env, None), "pyengine-cold": (argv, env.without_fork_server(), None)}
 
         podman_found = shutil.which("podman")
         if podman_found and parent:
@@ -77,6 +83,8 @@ def main() -> None:
 
         for argv, env_, cwd in commands.values():  # warm-up
             timed(argv, env_, cwd)
+        if not env.wait_for_fork_server():
+            notes.append("pyengine: the fork server did not start; both rows ran in-process")
         for _ in range(args.runs):
             for name, (argv, env_, cwd) in commands.items():
                 results[name].append(timed(argv, env_, cwd))
@@ -87,6 +95,7 @@ def main() -> None:
     report = {"runs": args.runs, "storage_driver": args.storage_driver, "median_s": medians, "notes": notes}
     if "podman" in medians:
         report["pyengine_over_podman"] = medians["pyengine"] / medians["podman"]
+        report["pyengine_cold_over_podman"] = medians["pyengine-cold"] / medians["podman"]
     if "runc" in medians:
         report["pyengine_over_runc"] = medians["pyengine"] / medians["runc"]
     if args.json:
@@ -94,9 +103,10 @@ def main() -> None:
         return
     print(f"run --rm --network none busybox true, {args.runs} runs each, {args.storage_driver}, medians:")
     for name, value in medians.items():
-        print(f"  {name:<9} {value * 1000:7.1f} ms")
+        print(f"  {name:<13} {value * 1000:7.1f} ms")
     if "podman" in medians:
         print(f"  pyengine / podman = {report['pyengine_over_podman']:.2f}  (goal: <= 0.50)")
+        print(f"  pyengine-cold / podman = {report['pyengine_cold_over_podman']:.2f}  (fork server off)")
     if "runc" in medians:
         print(f"  pyengine / runc   = {report['pyengine_over_runc']:.2f}")
     for note in notes:
