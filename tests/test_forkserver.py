@@ -131,11 +131,13 @@ def test_a_killed_client_ends_its_fork_not_the_container(box: EngineEnv) -> None
     proc = subprocess.Popen([sys.executable, "-m", "pyengine", "run", "--name", "orphan", "busybox", "sh", "-c",
                              "echo ready; sleep 60"], env=box.env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline() == "ready\n"
-    forks = children_map().get(server, [])
-    assert forks, "no fork of the server runs the command"
+    # the fork that runs it has the client's stdout (a pipe); the server's standby has not
+    forks = [pid for pid in children_map().get(server, [])
+             if os.readlink(f"/proc/{pid}/fd/1").startswith("pipe:")]
+    assert len(forks) == 1, "no fork of the server runs the command"
     proc.kill()
     proc.wait()
-    assert _wait_for(lambda: not children_map().get(server)), "the fork outlived its client"
+    assert _wait_for(lambda: forks[0] not in children_map().get(server, [])), "the fork outlived its client"
     state = json.loads(box.run("inspect", "orphan", check=True).stdout)[0]["State"]
     assert state["Running"], "the container ended with the client (docker keeps it)"
 
@@ -204,3 +206,19 @@ def test_idle_server_exits_and_off_switch_starts_none(fork: EngineEnv) -> None:
         assert info == {"socket": None, "served": False, "pid": None}
     time.sleep(0.5)
     assert not _sock(fork).exists(), "a server started with PYENGINE_FORK_SERVER=0"
+
+
+def test_a_running_container_does_not_hold_the_server(box: EngineEnv) -> None:
+    # The monitor of a container started through the server is a fork of a fork of it: it
+    # must hold none of the server's own files (its lock above all), or no server could
+    # start again while the container runs.
+    first = _start(box)
+    box.run("run", "-d", "--name", "keeps", "busybox", "sleep", "60", check=True)
+    stop_server(str(_sock(box)))
+    assert not Path(f"/proc/{first}").exists()
+    assert not _served(box)["served"]
+    assert _wait_for(_sock(box).exists), "no new server while the container runs"
+    info = _served(box)
+    assert info["served"] and info["pid"] != first
+    state = json.loads(box.run("inspect", "keeps", check=True).stdout)[0]["State"]
+    assert state["Running"]

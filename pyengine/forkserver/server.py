@@ -56,22 +56,61 @@ def preload() -> None:
             pass
 
 
-def code_fingerprint() -> dict[str, float]:
-    """mtime of every loaded module file of the engine and plugins, and of sys.path entries
-    (a pip install or uninstall changes a site-packages directory)."""
-    stamps: dict[str, float] = {}
-    for entry in sys.path:
-        try:
-            stamps[entry or "."] = os.stat(entry or ".").st_mtime
-        except OSError:
-            stamps[entry or "."] = -1.0
-    for name, module in list(sys.modules.items()):
+def warm_engine() -> None:
+    """Build one engine (config, plugin host, isolators) on scratch roots and drop it, so the
+    lazy first-use work (third-party plugin imports, pluggy's and inspect's caches) is done
+    here once instead of in every fork: ~3 ms of each command. Nothing of it is kept but
+    what the imports left; a config that does not load is simply not warmed."""
+    import shutil
+    import tempfile
+
+    from pyengine.cli import CliState
+
+    scratch = tempfile.mkdtemp(prefix="pyengine-fork-warm-")
+    try:
+        state = CliState(None, {"data-root": f"{scratch}/data", "run-root": f"{scratch}/run"})
+        _ = state.engine().isolators
+        state.close()
+    except Exception:  # noqa: BLE001 - only an optimisation: the command will say what is wrong
+        pass
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _installed_dirs() -> tuple[str, ...]:
+    """The standard library and site-packages: what pip (or the system) installs. A change
+    there shows in the mtime of a sys.path directory, so their files need no stat each."""
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    dirs = {paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"], *site.getsitepackages()}
+    return tuple(os.path.join(d, "") for d in dirs if d)
+
+
+_INSTALLED = _installed_dirs()
+
+
+def watched_files() -> list[str]:
+    """The sys.path directories (a pip install, upgrade or uninstall changes a site-packages
+    directory) and every loaded module file outside the installed dirs (an editable
+    install's source, where an edit changes only the file)."""
+    files = [entry or "." for entry in sys.path]
+    for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
-        if path and (name.startswith("pyengine") or name.startswith("pyengine_plugins")):
-            try:
-                stamps[path] = os.stat(path).st_mtime
-            except OSError:
-                stamps[path] = -1.0
+        if path and not path.startswith(_INSTALLED):
+            files.append(path)
+    return files
+
+
+def code_fingerprint(files: list[str]) -> list[float]:
+    """The mtime of each watched file (-1 for one that is gone)."""
+    stamps = []
+    for path in files:
+        try:
+            stamps.append(os.stat(path).st_mtime)
+        except OSError:
+            stamps.append(-1.0)
     return stamps
 
 
@@ -84,10 +123,13 @@ class Server:
         self.conn_child: dict[socket.socket, int] = {}
         self.last_activity = time.monotonic()
         self.listener: socket.socket | None = None
-        self.fingerprint: dict[str, float] = {}
+        self.watched: list[str] = []
+        self.fingerprint: list[float] = []
         self.wake_r, self.wake_w = os.pipe()
         self.stopping = False
         self.lock_fd = -1
+        #: a fork made ahead of the next command, waiting on a socketpair for it (pid, our end)
+        self.standby: tuple[int, socket.socket] | None = None
 
     # -- set-up ------------------------------------------------------------------------------
     def listen(self) -> None:
@@ -113,6 +155,7 @@ class Server:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, self._terminate)
         self.selector.register(self.wake_r, selectors.EVENT_READ, "signal")
+        self.new_standby()
 
     def stop_listening(self) -> None:
         """Stop taking commands: the socket, the pid file and the lock go at once, so a new
@@ -129,6 +172,9 @@ class Server:
             pass
         self.listener.close()
         self.listener = None
+        if self.standby is not None:
+            self.standby[1].close()  # it reads EOF and exits
+            self.standby = None
 
     def _terminate(self, *_: Any) -> None:
         self.stopping = True
@@ -168,17 +214,16 @@ class Server:
         conn.setblocking(True)
         fds: list[int] = []
         try:
-            request, fds = self.receive(conn)
+            request, fds, raw = self.receive(conn)
             reason = self.refusal(conn, request)
             if reason:
+                print(f"pyengine fork server: refused a command: {reason}", file=sys.stderr, flush=True)
                 if reason == "stale":
                     self.stop_listening()  # before the answer: the client starts the next server
                 conn.sendall(f"F{reason}\n".encode())
                 conn.close()
                 return
-            pid = os.fork()
-            if pid == 0:
-                self.child(conn, request, fds)  # never returns
+            pid = self.hand_over(conn, raw, request, fds)
             self.children[pid] = conn
             self.conn_child[conn] = pid
             self.selector.register(conn, selectors.EVENT_READ, "client")
@@ -191,14 +236,67 @@ class Server:
         finally:
             for fd in fds:
                 os.close(fd)
+        # The next standby only now: it must not inherit this client's stdio (a pipe's reader
+        # would wait for it) nor hold its connection open (the server would miss its end).
+        self.new_standby()
 
-    def receive(self, conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
-        """One request (see pyengine.forkserver.client) and the file descriptors passed with it."""
+    def hand_over(self, conn: socket.socket, raw: bytes, request: dict[str, Any], fds: list[int]) -> int:
+        """Give the request to the standby fork (made before it came, so the fork is off the
+        command's path); without a standby, fork now. The fork's pid."""
+        standby, self.standby = self.standby, None
+        if standby is not None:
+            pid, channel = standby
+            try:
+                channel.sendmsg([raw], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                         array.array("i", [conn.fileno(), *fds]))])
+            except OSError:
+                standby = None
+            channel.close()
+        if standby is None:
+            pid = os.fork()
+            if pid == 0:
+                self.child(conn, request, list(fds))  # never returns
+        return pid
+
+    def new_standby(self) -> None:
+        if self.listener is None or self.standby is not None:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            return
+        if pid == 0:
+            ours.close()
+            self.wait_as_standby(theirs)  # never returns
+        theirs.close()
+        self.standby = (pid, ours)
+
+    def wait_as_standby(self, channel: socket.socket) -> None:
+        try:
+            self.drop_server_state()
+            try:
+                request, fds, _ = self.receive(channel)
+            except (OSError, ValueError):
+                os._exit(0)  # the server closed our channel: no command is coming
+            channel.close()
+            conn = socket.socket(fileno=fds[0])
+            self.child(conn, request, fds[1:])
+        finally:
+            os._exit(125)
+
+    def receive(self, conn: socket.socket) -> tuple[dict[str, Any], list[int], bytes]:
+        """One request (see pyengine.forkserver.client), the file descriptors passed with it,
+        and its raw bytes."""
         fds = array.array("i")
-        msg, ancdata, _, _ = conn.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(3 * fds.itemsize))
+        msg, ancdata, _, _ = conn.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(4 * fds.itemsize))
         for level, kind, data in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+        if not msg:
+            raise ConnectionError("no request")
         head, _, body = msg.partition(b"\n")
         size = int(head)
         while len(body) < size:
@@ -206,6 +304,10 @@ class Server:
             if not more:
                 raise ConnectionError("short request")
             body += more
+        return self.parse(body), list(fds), head + b"\n" + body
+
+    @staticmethod
+    def parse(body: bytes) -> dict[str, Any]:
         fields = body.split(b"\0")
         exe, cwd, umask, ttys = fields[:4]
         rest = fields[4:]
@@ -219,7 +321,7 @@ class Server:
                    "ttys": [c == ord("1") for c in ttys], "argv": [os.fsdecode(a) for a in argv],
                    "env": dict(entry.split(b"=", 1) for entry in env if b"=" in entry),
                    "path": [os.fsdecode(p) for p in path]}
-        return request, list(fds)
+        return request
 
     def refusal(self, conn: socket.socket, request: dict[str, Any]) -> str | None:
         """Why this server must not run the request, or None."""
@@ -230,7 +332,7 @@ class Server:
         if os.path.realpath(request.get("exe", "")) != os.path.realpath(sys.executable) \
                 or request.get("path") != sys.path:
             return "interpreter"
-        if code_fingerprint() != self.fingerprint:
+        if code_fingerprint(self.watched) != self.fingerprint:
             return "stale"
         mismatch = context_mismatch(client_pid)
         return f"context {mismatch}" if mismatch else None
@@ -254,7 +356,7 @@ class Server:
                 pass
 
     def reap(self) -> None:
-        while self.children:
+        while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -275,22 +377,36 @@ class Server:
                 pass
             conn.close()
 
+    def drop_server_state(self) -> None:
+        """In a fork: close what belongs to the server (idempotent: fds closed once)."""
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        self.selector.close()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        if self.standby is not None:
+            self.standby[1].close()
+            self.standby = None
+        for other in list(self.children.values()):
+            if other is not None:
+                other.close()
+        self.children.clear()
+        self.conn_child.clear()
+        # the flock is on the open file: a fork (and the container monitors it forks) keeping
+        # a copy would hold the server lock after the server is gone
+        for fd in (self.wake_r, self.wake_w, self.lock_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.wake_r = self.wake_w = self.lock_fd = -1
+
     # -- the fork ----------------------------------------------------------------------------
     def child(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
         code = 125
         try:
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM):
-                signal.signal(sig, signal.SIG_DFL)
+            self.drop_server_state()
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            self.selector.close()
-            if self.listener is not None:
-                self.listener.close()
-            for other in list(self.children.values()):
-                if other is not None:
-                    other.close()
-            os.close(self.wake_r)
-            os.close(self.wake_w)
             setup_stdio(fds, request.get("ttys", []))
             os.chdir(request["cwd"])
             os.umask(request["umask"])
@@ -369,11 +485,13 @@ def main(argv: list[str] | None = None) -> None:
     server: Server | None = None
     try:
         preload()
+        warm_engine()
         if threading.active_count() != 1:
             return  # an import started a thread: forking would copy it half-way; stay off
         server = Server(args.socket, idle)
         server.lock_fd = lock_fd
-        server.fingerprint = code_fingerprint()
+        server.watched = watched_files()
+        server.fingerprint = code_fingerprint(server.watched)
         gc.collect()
         gc.freeze()  # the collector will not touch (and so not copy) the warm heap in forks
         server.listen()
