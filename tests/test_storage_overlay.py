@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import need_root
@@ -72,8 +74,8 @@ def test_probe_success_is_remembered_until_reboot_per_data_root(tmp_path):
     overlay._probed.clear()
     overlay.probe(ctx)
     first = marker.read_text()
-    assert first.split() == [boot, str(ctx.data_root), str(tmp_path.stat().st_dev)]
-    marker.write_text(f"another-boot {ctx.data_root} {tmp_path.stat().st_dev}\n")
+    assert json.loads(first).split() == [boot, str(ctx.data_root), str(tmp_path.stat().st_dev)]
+    marker.write_text(json.dumps(f"another-boot {ctx.data_root} {tmp_path.stat().st_dev}"))
     overlay._probed.clear()
     probes = []
     real = overlay._try_mount

@@ -123,6 +123,7 @@ class Server:
         self.conn_child: dict[socket.socket, int] = {}
         self.last_activity = time.monotonic()
         self.listener: socket.socket | None = None
+        self.interpreter = os.path.realpath(sys.executable)  # fixed for the process's life
         self.watched: list[str] = []
         self.fingerprint: list[float] = []
         self.wake_r, self.wake_w = os.pipe()
@@ -329,11 +330,12 @@ class Server:
         client_pid, uid, _ = array.array("i", creds)
         if uid != os.geteuid():
             return "user"
-        if os.path.realpath(request.get("exe", "")) != os.path.realpath(sys.executable) \
-                or request.get("path") != sys.path:
+        if os.path.realpath(request.get("exe", "")) != self.interpreter or request.get("path") != sys.path:
             return "interpreter"
         if code_fingerprint(self.watched) != self.fingerprint:
             return "stale"
+        # this process's own side is read again each time: an admin may move it to another
+        # cgroup or change its limits, and its forks would run there
         mismatch = context_mismatch(client_pid)
         return f"context {mismatch}" if mismatch else None
 

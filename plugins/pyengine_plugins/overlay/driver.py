@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ from typing import BinaryIO
 from pyengine.drivers import DriverContext
 from pyengine.drivers.counts import MountCounts
 from pyengine.errors import Conflict, DriverError, DriverNotSupported, NotFound
+from pyengine.fsutil import write_json_atomic
 from pyengine.log import get_logger
 
 log = get_logger("pyengine.storage.overlay")
@@ -73,16 +75,13 @@ def probe(ctx: DriverContext) -> None:
         stamp = _probe_stamp(ctx)
         marker = ctx.run_root / "overlay-probe-ok"
         try:
-            cached = marker.read_text() == stamp
-        except OSError:
+            cached = bool(stamp) and json.loads(marker.read_text()) == stamp
+        except (OSError, ValueError):
             cached = False
         _probed[key] = None if cached else _try_mount(ctx.data_root)
         if not cached and _probed[key] is None and stamp:
             try:
-                ctx.run_root.mkdir(parents=True, exist_ok=True)
-                tmp = marker.with_name(f".{marker.name}.{os.getpid()}")
-                tmp.write_text(stamp)
-                os.replace(tmp, marker)
+                write_json_atomic(marker, stamp, fsync=False)  # a cache: lost at worst
             except OSError:
                 pass  # no cache: the next command probes again
     if _probed[key]:
@@ -91,24 +90,26 @@ def probe(ctx: DriverContext) -> None:
 
 def _probe_stamp(ctx: DriverContext) -> str:
     """What a cached probe result holds for: this boot, and the data root's filesystem."""
-    base = ctx.data_root
-    while not base.exists():
-        base = base.parent
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
-        return f"{boot} {ctx.data_root} {os.stat(base).st_dev}\n"
+        return f"{boot} {ctx.data_root} {os.stat(_existing_ancestor(ctx.data_root)).st_dev}"
     except OSError:
         return ""
+
+
+def _existing_ancestor(path: Path) -> Path:
+    """``path`` or its nearest existing parent: where a data root yet to be made will live."""
+    while not path.exists():
+        path = path.parent
+    return path
 
 
 def _try_mount(data_root: Path) -> str | None:
     with open("/proc/filesystems") as f:
         if "overlay" not in f.read():
             return "the kernel has no overlayfs (modprobe overlay)"
-    base = data_root
-    while not base.exists():
-        base = base.parent
+    base = _existing_ancestor(data_root)
     backing = _backing_fs(base)
     if backing in ("overlay", "aufs"):
         return f"the data root is on {backing}, which cannot hold an overlay upper dir"
