@@ -29,6 +29,11 @@ import os
 ENABLE_ENV = "PYENGINE_FORK_SERVER"
 SOCKET_ENV = "PYENGINE_FORK_SOCKET"
 IDLE_ENV = "PYENGINE_FORK_SERVER_IDLE"
+#: Descriptors beyond stdio that a command is given (comma-separated numbers): the client
+#: passes them with the request and the fork sets the variable to its own numbers for them.
+#: Used by a container monitor's resume (see pyengine.containers.monitor).
+PASS_FDS_ENV = "PYENGINE_PASS_FDS"
+MAX_PASS_FDS = 64
 DEFAULT_IDLE_SECONDS = 300.0
 
 #: Commands that need a controlling terminal of their own (password prompts read /dev/tty).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pyengine.forkserver import IN_PROCESS_ONLY, pid_file, socket_path
+from pyengine.forkserver import IN_PROCESS_ONLY, MAX_PASS_FDS, PASS_FDS_ENV, pid_file, socket_path
 
 #: Signals the client passes on to the fork that runs its command (SIGKILL cannot be caught:
 #: the server sees the connection close and kills the fork itself).
@@ -68,6 +68,10 @@ def run_by_server(sock: str, argv: list[str]) -> int | None:
         fds = [fd for fd in range(3) if _valid_fd(fd)]
         if len(fds) != 3:
             return None  # a closed std stream: keep its exact meaning by running here
+        passed = passed_fds()
+        if passed is None:
+            return None
+        fds += passed
         rights = b"".join(fd.to_bytes(4, sys.byteorder) for fd in fds)
         try:
             conn.sendmsg([request], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
@@ -86,6 +90,19 @@ def run_by_server(sock: str, argv: list[str]) -> int | None:
         return 125
     finally:
         conn.close()
+
+
+def passed_fds() -> list[int] | None:
+    """The descriptors named by PYENGINE_PASS_FDS ([] without it), or None when one is not
+    open or there are too many: then the command runs here, where it has them all."""
+    text = os.environ.get(PASS_FDS_ENV, "")
+    try:
+        fds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        return None
+    if len(fds) > MAX_PASS_FDS or not all(fd > 2 and _valid_fd(fd) for fd in fds):
+        return None
+    return fds
 
 
 def _valid_fd(fd: int) -> bool:

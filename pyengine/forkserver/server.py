@@ -292,7 +292,9 @@ class Server:
         """One request (see pyengine.forkserver.client), the file descriptors passed with it,
         and its raw bytes."""
         fds = array.array("i")
-        msg, ancdata, _, _ = conn.recvmsg(MAX_REQUEST, socket.CMSG_SPACE(4 * fds.itemsize))
+        # the client's stdio and passed descriptors, plus the connection (server to standby)
+        room = socket.CMSG_SPACE((4 + forkserver.MAX_PASS_FDS) * fds.itemsize)
+        msg, ancdata, _, _ = conn.recvmsg(MAX_REQUEST, room)
         for level, kind, data in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
@@ -409,11 +411,15 @@ class Server:
         try:
             self.drop_server_state()
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            passed = fds[3:]
+            del fds[3:]
             setup_stdio(fds, request.get("ttys", []))
             os.chdir(request["cwd"])
             os.umask(request["umask"])
             os.environb.clear()
             os.environb.update(request["env"])
+            if passed:
+                os.environ[forkserver.PASS_FDS_ENV] = ",".join(str(fd) for fd in passed)
             sys.argv = ["pyengine", *request["argv"]]
             forkserver.SERVED_BY = os.getppid()
             conn.sendall(f"P{os.getpid()}\n".encode())
