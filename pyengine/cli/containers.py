@@ -718,6 +718,22 @@ def container_prune(state: CliState, force: bool) -> None:
             click.echo(record.id)
 
 
+@container.command(name="monitor-resume", hidden=True)
+@click.argument("container_id")
+@click.argument("started", type=float)
+@click.argument("delay", type=float)
+@click.argument("exit_code", type=int)
+@pass_state
+def monitor_resume(state: CliState, container_id: str, started: float, delay: float, exit_code: int) -> None:
+    """Internal: what pyengine-shim runs (in the monitor's process) once the container it
+    watched has exited: record the exit, clean up or restart (pyengine.containers.monitor)."""
+    from pyengine.containers.monitor import resume
+    from pyengine.forkserver import PASS_FDS_ENV
+
+    fds = [int(part) for part in os.environ.pop(PASS_FDS_ENV, "").split(",") if part.strip()]
+    resume(_containers(state), container_id, exit_code, started, delay, fds)
+
+
 for _cmd in (create, run, start, ps, logs, stop, kill, restart, rm, wait, inspect, pause, unpause, rename, top, stats,
              port):
     container.add_command(_cmd, name="ls" if _cmd is ps else _cmd.name)

@@ -4,6 +4,14 @@ It owns the container's stdio (logging it to the json-file log and relaying it t
 clients), records the exit status and OOM kill, applies the restart policy with backoff, and
 cleans up (rootfs, isolators, network) when the container ends. It is forked from the CLI
 (daemonless) and detached with setsid, so a container outlives the command that started it.
+
+Its life has three parts. Python starts the container and pumps its stdio. Once the container
+has run for ``SHIM_AFTER`` seconds, the monitor exec()s ``pyengine-shim`` (pyengine/shim), a
+small C program that does the same pumping in the same process — so the container stays its
+child — for ~150 KiB instead of a Python process's ~10 MB. When the container exits, the shim
+exec()s ``pyengine container monitor-resume`` (through the fork server when one answers),
+which records the exit, cleans up, and on a restart spawns a fresh monitor (``resume``).
+A container that ends within ``SHIM_AFTER`` never leaves Python.
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ if TYPE_CHECKING:
 
 log = get_logger("pyengine.monitor")
 
+#: Seconds a container runs before its monitor hands the idle pumping to pyengine-shim.
+SHIM_AFTER = 1.0
+
 
 def restart_wanted(policy: dict[str, Any], exit_code: int, restarts: int, stop_requested: bool) -> bool:
     """Docker's restart policies: no, on-failure[:N], always, unless-stopped."""
@@ -43,15 +54,19 @@ class Monitor:
     """One container's monitor; ``run`` never returns (the process exits)."""
 
     def __init__(self, containers: Containers, container_id: str, client: socket.socket | None,
-                 ready_fd: int | None) -> None:
+                 ready_fd: int | None, listener: socket.socket | None = None,
+                 clients: list[socket.socket] | None = None, delay: float = 0.1) -> None:
         self.containers = containers
         self.store = containers.store
         self.id = container_id
-        self.clients: list[socket.socket] = [client] if client is not None else []
+        self.clients: list[socket.socket] = list(clients or [])
+        if client is not None:
+            self.clients.append(client)
         self.readers: dict[socket.socket, attach.FrameReader] = {}
         self.ready_fd = ready_fd
         self.selector = selectors.DefaultSelector()
-        self.listener: socket.socket | None = None
+        self.listener = listener
+        self.delay = delay
         self.process: Any = None
         self.stdin_w: int | None = None
         self.tty_master: int | None = None
@@ -75,13 +90,15 @@ class Monitor:
         self.log = JsonLogWriter(self.store.log_path(self.id),
                                  max_size=_parse_size(log_opts.get("max-size", "10m")),
                                  max_files=int(log_opts.get("max-file", "2")))
-        self._listen()
-        for client in self.clients:
+        if self.listener is None:
+            self._listen()
+        else:
+            self.selector.register(self.listener, selectors.EVENT_READ, ("listen", None))
+        for client in list(self.clients):
             self._add_client(client)
-        policy = host_config.get("RestartPolicy") or {"Name": "no"}
-        delay = 0.1
+        delay: float | None = self.delay
         final_code = 0
-        while True:
+        while delay is not None:
             try:
                 self._start_once()
             except PyEngineError as exc:
@@ -91,26 +108,32 @@ class Monitor:
                 break
             self._notify_ready(f"ok {self.process.pid}")
             started = time.monotonic()
-            exit_code = self._pump()
-            state = self._record_exit(exit_code)
-            final_code = exit_code
-            if not restart_wanted(policy, exit_code, state.restart_count, state.stop_requested):
-                break
-            # Docker's backoff: double from 100 ms; reset after a run of 10 s or more.
-            delay = 0.1 if time.monotonic() - started >= 10 else min(delay * 2, 60.0)
-            with self.store.container_lock(self.id):
-                state = self.store.load(self.id).state
-                state.status, state.restart_count = "restarting", state.restart_count + 1
-                self.store.save_state(self.id, state)
-            time.sleep(delay)
-            if self.store.load(self.id).state.stop_requested:
-                break
+            final_code = self._pump(started, delay)
+            delay = self.after_exit(final_code, started, delay)
         self.log.close()
         # Clients learn the exit code only after cleanup (and --rm) are done, so that a
         # `run --rm` that returned leaves nothing of the container behind.
         self._finish()
         self._send_exit(final_code)
         return 0
+
+    def after_exit(self, exit_code: int, started: float, delay: float) -> float | None:
+        """Record the exit; when the restart policy wants another run, wait out the backoff
+        and return the delay used, else None."""
+        state = self._record_exit(exit_code)
+        policy = self.store.load(self.id).host_config.get("RestartPolicy") or {"Name": "no"}
+        if not restart_wanted(policy, exit_code, state.restart_count, state.stop_requested):
+            return None
+        # Docker's backoff: double from 100 ms; reset after a run of 10 s or more.
+        delay = 0.1 if time.monotonic() - started >= 10 else min(delay * 2, 60.0)
+        with self.store.container_lock(self.id):
+            state = self.store.load(self.id).state
+            state.status, state.restart_count = "restarting", state.restart_count + 1
+            self.store.save_state(self.id, state)
+        time.sleep(delay)
+        if self.store.load(self.id).state.stop_requested:
+            return None
+        return delay
 
     def _start_once(self) -> None:
         record = self.store.load(self.id)
@@ -149,14 +172,30 @@ class Monitor:
             for fd, stream in outputs:
                 self.selector.register(fd, selectors.EVENT_READ, ("out", stream))
 
-    def _pump(self) -> int:
-        """Relay output and input until the container exits; return its exit code."""
+    def _pump(self, started: float, delay: float) -> int:
+        """Relay output and input until the container exits; return its exit code. After
+        SHIM_AFTER seconds, hand the rest to pyengine-shim (this never returns then)."""
+        from pyengine import shim
+
         pidfd = os.pidfd_open(self.process.pid)
         self.selector.register(pidfd, selectors.EVENT_READ, ("exit", None))
         outputs = sum(1 for k in self.selector.get_map().values() if k.data[0] == "out")
         exited = False
+        program = shim.program()
+        handoff = started + SHIM_AFTER if program else None
         while outputs or not exited:
-            for key, _ in self.selector.select(timeout=None if not exited else 0.5):
+            timeout = None if handoff is None else max(0.0, handoff - time.monotonic())
+            if exited:
+                timeout = 0.5
+            events = self.selector.select(timeout=timeout)
+            if not events and not exited and handoff is not None and time.monotonic() >= handoff:
+                if any(self.log.partial.values()):
+                    handoff += 1.0  # not in the middle of a line: the shim starts with none
+                else:
+                    assert program is not None
+                    self._exec_shim(program, started, delay)
+                    handoff = None  # it could not be exec()d: stay in Python
+            for key, _ in events:
                 kind, stream = key.data
                 if kind == "exit":
                     self.selector.unregister(pidfd)
@@ -194,6 +233,40 @@ class Monitor:
             os.close(self.stdin_w)
         self.stdin_w = self.tty_master = None
         return self.process.wait()
+
+    def _exec_shim(self, program: str, started: float, delay: float) -> None:
+        """Become pyengine-shim (same pid: the container stays our child), handing it the
+        log, the container's stdio, the attach listener and clients, and how to resume."""
+        args = [program, "--pid", str(self.process.pid), "--log", str(self.log.path),
+                "--max-size", str(self.log.max_size), "--max-files", str(self.log.max_files)]
+        keep: list[int] = []
+        if self.listener is not None:
+            args += ["--listen", str(self.listener.fileno())]
+            keep.append(self.listener.fileno())
+        for key in self.selector.get_map().values():
+            if key.data[0] == "out":
+                flag = "--tty" if key.fd == self.tty_master else f"--{key.data[1]}"
+                args += [flag, str(key.fd)]
+                keep.append(key.fd)
+        if self.stdin_w is not None:
+            args += ["--stdin", str(self.stdin_w)]
+            keep.append(self.stdin_w)
+        for conn in self.clients:
+            args += ["--client", str(conn.fileno())]
+            keep.append(conn.fileno())
+        args += ["--", *resume_command(self.containers, self.id, started, delay)]
+        for fd in keep:
+            os.set_inheritable(fd, True)
+        log.debug("monitor.shim", container=self.id, program=program)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        try:
+            # the log and the pidfd are close-on-exec: the shim opens the log itself
+            os.execv(program, args)
+        except OSError as exc:
+            log.warning("monitor.shim_failed", container=self.id, program=program, reason=str(exc))
+            for fd in keep:
+                os.set_inheritable(fd, False)
 
     # -- attach clients --------------------------------------------------------------------
     def _listen(self) -> None:
@@ -327,8 +400,13 @@ def _parse_size(text: str) -> int:
     return int(text)
 
 
-def spawn_monitor(containers: Containers, container_id: str, client: socket.socket | None) -> tuple[int, str]:
+def spawn_monitor(containers: Containers, container_id: str, client: socket.socket | None,
+                  listener: socket.socket | None = None, clients: list[socket.socket] | None = None,
+                  delay: float = 0.1) -> tuple[int, str]:
     """Fork a detached monitor for the container; wait until it started the process.
+
+    ``listener`` and ``clients`` are a previous monitor's attach socket and clients (a restart
+    after ``resume``); ``delay`` the restart backoff so far.
 
     :return: (monitor pid, the monitor's first message: ``ok <pid>`` or ``error <code> <msg>``)
     """
@@ -352,7 +430,7 @@ def spawn_monitor(containers: Containers, container_id: str, client: socket.sock
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-            Monitor(containers, container_id, client, ready_w).run()
+            Monitor(containers, container_id, client, ready_w, listener, clients, delay).run()
         finally:
             os._exit(1)
     os.close(ready_w)
@@ -367,3 +445,40 @@ def spawn_monitor(containers: Containers, container_id: str, client: socket.sock
         chunks.append(chunk)
     os.close(ready_r)
     return pid, b"".join(chunks).decode(errors="replace") or "error 125 the monitor died while starting"
+
+
+def resume_command(containers: Containers, container_id: str, started: float, delay: float) -> list[str]:
+    """What the shim exec()s when the container has exited (it appends the exit code): the
+    ``pyengine`` command, with the global options this engine was built with, running
+    ``container monitor-resume``."""
+    config = containers.engine.config
+    argv = [sys.executable, "-m", "pyengine"]
+    if config.path is not None:
+        argv += ["--config", str(config.path)]
+    for name in ("storage-driver", "data-root", "run-root", "log-level", "log-format"):
+        if config.source(name) in ("flag", "auto"):
+            argv += [f"--{name}", str(config[name])]
+    return [*argv, "container", "monitor-resume", container_id, repr(started), repr(delay)]
+
+
+def resume(containers: Containers, container_id: str, exit_code: int, started: float, delay: float,
+           fds: list[int]) -> None:
+    """After the shim reaped the container: record the exit, then either restart it in a new
+    monitor (handing over the attach listener and clients) or clean up and tell the clients.
+
+    :param fds: the attach listener (-1 for none), then the attach clients
+    """
+    from pyengine import forkserver
+
+    log.info("monitor.resumed", container=container_id, exit_code=exit_code, served_by=forkserver.SERVED_BY)
+    listener = socket.socket(fileno=fds[0]) if fds and fds[0] >= 0 else None
+    clients = [socket.socket(fileno=fd) for fd in fds[1:]]
+    monitor = Monitor(containers, container_id, None, None, listener, clients)
+    next_delay = monitor.after_exit(exit_code, started, delay)
+    if next_delay is not None:
+        _, message = spawn_monitor(containers, container_id, None, listener, clients, next_delay)
+        if not message.startswith("ok"):
+            log.warning("container.restart_failed", container=container_id, reason=message)
+        return
+    monitor._finish()
+    monitor._send_exit(exit_code)
