@@ -94,6 +94,26 @@ def test_run_memory_limit_oom_kills_with_137(engine: EngineEnv) -> None:
     assert _inspect(engine, "hog")["State"]["OOMKilled"] is True
 
 
+def test_container_sees_its_own_cgroups_read_only(engine: EngineEnv) -> None:
+    # This host is cgroup v1 (hybrid): a v1 mount per hierarchy under a tmpfs, as runc does;
+    # the VM checks the cgroup2 case (test_containers_vm.py).
+    script = ("cat /proc/self/cgroup; echo --; cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+              "/sys/fs/cgroup/pids/pids.max; mkdir /sys/fs/cgroup/memory/x 2>&1; "
+              "grep -c ' /sys/fs/cgroup/[a-z,_]* ro,' /proc/self/mountinfo")
+    result = engine.run("run", "--rm", "--memory", "32m", "--pids-limit", "30", "busybox", "sh", "-c", script,
+                        check=True)
+    listed, _, rest = result.stdout.partition("--\n")
+    assert all(line.endswith(":/") for line in listed.splitlines()), listed  # its own cgroups are roots
+    memory, pids, mkdir, read_only = rest.splitlines()
+    assert (memory, pids) == ("33554432", "30")
+    assert "Read-only file system" in mkdir
+    # one mount per line of /proc/self/cgroup: the v1 hierarchies and the unified one ("0::")
+    assert int(read_only) == len(listed.splitlines()), "every hierarchy is mounted, read-only"
+    privileged = engine.run("run", "--rm", "--privileged", "busybox", "sh", "-c",
+                            "grep ' /sys/fs/cgroup/memory ' /proc/self/mountinfo", check=True)
+    assert " rw," in privileged.stdout
+
+
 def test_run_pids_limit_contains_fork_bomb(engine: EngineEnv) -> None:
     # The bomb runs in a child shell, which dies at its first failed fork; the outer shell then
     # counts with builtins only (no fork needed), kills the rest and reports.

@@ -72,6 +72,17 @@ def test_vm_run_is_pid1_in_own_namespaces_and_cgroup_v2(engine: EngineEnv) -> No
     assert lines[9] == "0::/", "the container does not see its own cgroup as the root"
 
 
+def test_vm_container_sees_its_own_cgroup2_read_only(limits_engine: EngineEnv) -> None:
+    script = ("grep ' /sys/fs/cgroup ' /proc/self/mountinfo; cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max; "
+              "mkdir /sys/fs/cgroup/x 2>&1; true")
+    result = limits_engine.run("run", "--rm", "--memory", "32m", "--pids-limit", "30", "busybox", "sh", "-c", script,
+                               check=True, timeout=600)
+    mount, memory, pids, mkdir = result.stdout.splitlines()
+    assert " - cgroup2 " in mount and " ro," in mount, mount
+    assert (memory, pids) == ("33554432", "30")
+    assert "Read-only file system" in mkdir
+
+
 def test_vm_memory_limit_oom_kills_on_cgroup_v2(limits_engine: EngineEnv) -> None:
     engine = limits_engine
     result = engine.run("run", "--name", "hog", "--memory", "32m", "busybox", "sh", "-c",

@@ -403,6 +403,9 @@ def _child_main(spec: dict[str, Any], namespaces: list[dict[str, Any]], err_w: i
         os.close(sync_r)
         if any(n["type"] == "cgroup" and not n.get("path") for n in namespaces):
             k.unshare(k.CLONE_NEWCGROUP)
+        for mount in spec.get("mounts") or []:
+            if mount.get("type") == "cgroup":
+                _mount_cgroups(mount)
         if spec.get("annotations", {}).get("pyengine.init") == "true":
             _become_init(err_w)
         _confine_and_exec(spec, err_w)
@@ -493,6 +496,42 @@ def _mount_one(root: str, mount: dict[str, Any]) -> None:
         k.mount(None, destination, None, propagation)
 
 
+def _mount_cgroups(mount: dict[str, Any]) -> None:
+    """Mount the container's cgroups at ``mount['destination']`` (inside the new root), the
+    hierarchies this process is in as /proc/self/cgroup lists them: cgroup2 alone on a
+    unified host; on a v1 (or hybrid) host a tmpfs with one v1 mount per hierarchy (named by
+    its controllers, with a symlink per controller of a shared one, as runc does) plus the
+    unified one at ``unified``. Read-only unless the options say otherwise."""
+    flags, _, _ = parse_mount_options(list(mount.get("options") or []))
+    destination = mount["destination"]
+    try:
+        with open("/proc/self/cgroup") as f:
+            entries = [line.rstrip("\n").split(":", 2) for line in f if line.strip()]
+        v1 = [controllers for hierarchy, controllers, _ in entries if hierarchy != "0" and controllers]
+        unified = any(hierarchy == "0" for hierarchy, _, _ in entries)
+        if not v1:
+            k.mount("cgroup2", destination, "cgroup2", flags)
+            return
+        k.mount("tmpfs", destination, "tmpfs", flags & ~k.MS_RDONLY, "mode=755")
+        for controllers in v1:
+            named = controllers.startswith("name=")
+            name = controllers[len("name="):] if named else controllers
+            path = os.path.join(destination, name)
+            os.mkdir(path, 0o755)
+            k.mount("cgroup", path, "cgroup", flags, f"none,{controllers}" if named else controllers)
+            if "," in name:
+                for controller in name.split(","):
+                    _symlink(name, os.path.join(destination, controller))
+        if unified:
+            os.mkdir(os.path.join(destination, "unified"), 0o755)
+            k.mount("cgroup2", os.path.join(destination, "unified"), "cgroup2", flags)
+        if flags & k.MS_RDONLY:
+            k.mount(None, destination, None, k.MS_REMOUNT | flags, "mode=755")
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ContainerStartError(f"cannot mount the container's cgroups on {destination}: {reason}") from None
+
+
 def _setup_rootfs(spec: dict[str, Any], console: str | None) -> None:
     linux = spec.get("linux", {})
     root = os.path.realpath(spec["root"]["path"])
@@ -501,6 +540,8 @@ def _setup_rootfs(spec: dict[str, Any], console: str | None) -> None:
     k.mount(None, "/", None, k.MS_PRIVATE | k.MS_REC)
     k.mount(root, root, None, k.MS_BIND | k.MS_REC)
     for mount in spec.get("mounts") or []:
+        if mount.get("type") == "cgroup":
+            continue  # after the cgroup namespace exists: _mount_cgroups
         try:
             _mount_one(root, mount)
         except OSError as exc:

@@ -78,6 +78,10 @@ def default_mounts() -> list[dict[str, Any]]:
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        # The container's own cgroups, as runc mounts them: made after the cgroup namespace,
+        # so each hierarchy's root is the container's cgroup (see launch._mount_cgroups).
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
          "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
@@ -103,9 +107,9 @@ def default_spec(args: list[str], rootfs: str, *, terminal: bool = False, privil
                             "syscalls": [{"names": list(SECCOMP_DENIED), "action": "SCMP_ACT_ERRNO",
                                           "errnoRet": 1}]}
     mounts = default_mounts()
-    if privileged:  # Docker gives a privileged container a writable /sys
+    if privileged:  # Docker gives a privileged container a writable /sys and cgroup tree
         for mount in mounts:
-            if mount["type"] == "sysfs":
+            if mount["type"] in ("sysfs", "cgroup"):
                 mount["options"] = [o for o in mount["options"] if o != "ro"]
     return {
         "ociVersion": "1.0.2",
