@@ -94,6 +94,15 @@ def test_run_memory_limit_oom_kills_with_137(engine: EngineEnv) -> None:
     assert _inspect(engine, "hog")["State"]["OOMKilled"] is True
 
 
+def test_seccomp_profile_follows_cap_add(engine: EngineEnv) -> None:
+    # Docker's profile allows unshare only with CAP_SYS_ADMIN; the filter stays on either way.
+    script = "unshare -u hostname inner && echo UNSHARE-OK; grep '^Seccomp:' /proc/self/status"
+    denied = engine.run("run", "--rm", "busybox", "sh", "-c", script, check=True)
+    assert "UNSHARE-OK" not in denied.stdout and "Seccomp:\t2" in denied.stdout
+    allowed = engine.run("run", "--rm", "--cap-add", "SYS_ADMIN", "busybox", "sh", "-c", script, check=True)
+    assert "UNSHARE-OK" in allowed.stdout and "Seccomp:\t2" in allowed.stdout
+
+
 def test_container_sees_its_own_cgroups_read_only(engine: EngineEnv) -> None:
     # This host is cgroup v1 (hybrid): a v1 mount per hierarchy under a tmpfs, as runc does;
     # the VM checks the cgroup2 case (test_containers_vm.py).

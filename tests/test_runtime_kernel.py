@@ -84,7 +84,7 @@ def test_bounding_drop_and_capset_reduce_capabilities() -> None:
     assert in_child(body) == 0
 
 
-def test_seccomp_denylist_makes_keyctl_fail_with_eperm() -> None:
+def test_seccomp_profile_errno_rule_makes_keyctl_fail_with_eperm() -> None:
     from pyengine.runtime import kernel as k
 
     if k.libseccomp() is None:
@@ -92,9 +92,11 @@ def test_seccomp_denylist_makes_keyctl_fail_with_eperm() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     sys_keyctl = 250  # x86_64
     KEYCTL_GET_KEYRING_ID = 0
+    profile = {"defaultAction": "SCMP_ACT_ALLOW",
+               "syscalls": [{"names": ["keyctl", "no_such_syscall_name"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}
 
     def body() -> int:
-        k.seccomp_load_denylist(["keyctl", "no_such_syscall_name"], errno.EPERM, set_nnp=True)
+        k.seccomp_load_profile(profile, set_nnp=True)
         rc = libc.syscall(sys_keyctl, KEYCTL_GET_KEYRING_ID, -3, 0)
         return 0 if rc == -1 and ctypes.get_errno() == errno.EPERM else 1
 
@@ -102,6 +104,57 @@ def test_seccomp_denylist_makes_keyctl_fail_with_eperm() -> None:
     # Without the filter the same call is not refused with EPERM.
     rc = libc.syscall(sys_keyctl, KEYCTL_GET_KEYRING_ID, -3, 0)
     assert rc >= 0 or ctypes.get_errno() != errno.EPERM
+
+
+def test_docker_default_profile_refuses_by_default_and_by_argument() -> None:
+    """Docker's allow list, built for the default capabilities, loaded by a root child that
+    has every capability: what fails here fails because of the filter."""
+    from pyengine.runtime import kernel as k
+    from pyengine.runtime.spec import DEFAULT_CAPABILITIES, default_seccomp
+
+    need_root()
+    if k.libseccomp() is None:
+        pytest.skip("needs libseccomp2")
+    libc = ctypes.CDLL(None, use_errno=True)
+    SYS_personality, SYS_clone3, SYS_keyctl = 135, 435, 250  # x86_64
+    AF_UNIX, AF_VSOCK, SOCK_STREAM, ADDR_NO_RANDOMIZE = 1, 40, 1, 0x0040000
+
+    def errno_of(rc: int) -> int:
+        return 0 if rc >= 0 else ctypes.get_errno()
+
+    def body() -> int:
+        k.seccomp_load_profile(default_seccomp(DEFAULT_CAPABILITIES), set_nnp=True)
+        results = [
+            errno_of(libc.syscall(SYS_keyctl, 0, -3, 0)) == errno.EPERM,          # not in the list
+            errno_of(libc.unshare(k.CLONE_NEWUTS)) == errno.EPERM,                # needs CAP_SYS_ADMIN
+            errno_of(libc.socket(AF_VSOCK, SOCK_STREAM, 0)) == errno.EPERM,        # socket, by family
+            errno_of(libc.socket(AF_UNIX, SOCK_STREAM, 0)) == 0,
+            errno_of(libc.syscall(SYS_personality, ctypes.c_ulong(0xFFFFFFFF))) == 0,  # personality, by value
+            errno_of(libc.syscall(SYS_personality, ctypes.c_ulong(ADDR_NO_RANDOMIZE))) == errno.EPERM,
+            errno_of(libc.syscall(SYS_clone3, 0, 0)) == errno.ENOSYS,             # libc falls back to clone
+        ]
+        pid = os.fork()  # clone without namespace flags is allowed
+        if pid == 0:
+            os._exit(7)
+        results.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 7)
+        return sum(1 << n for n, ok in enumerate(results) if not ok)
+
+    assert in_child(body) == 0, "bit n set: check n failed"
+
+
+def test_profile_follows_capabilities() -> None:
+    from pyengine.runtime.spec import DEFAULT_CAPABILITIES, default_seccomp
+
+    def allowed(caps: list[str]) -> set[str]:
+        return {name for rule in default_seccomp(caps)["syscalls"] if rule["action"] == "SCMP_ACT_ALLOW"
+                and not rule.get("args") for name in rule["names"]}
+
+    default = allowed(DEFAULT_CAPABILITIES)
+    assert "chroot" in default and not {"mount", "unshare", "setns", "reboot", "bpf"} & default
+    admin = allowed([*DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"])
+    assert {"mount", "unshare", "setns", "clone", "clone3"} <= admin
+    clone3 = [r for r in default_seccomp(DEFAULT_CAPABILITIES)["syscalls"] if r["names"] == ["clone3"]]
+    assert clone3 and clone3[0]["action"] == "SCMP_ACT_ERRNO" and clone3[0]["errnoRet"] == errno.ENOSYS
 
 
 def test_parse_mount_options() -> None:

@@ -154,7 +154,7 @@ def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path,
     process["user"] = {"uid": uid, "gid": gid, "additionalGids": extra}
     spec["hostname"] = config.get("Hostname") or record.id[:12]
     spec["root"]["readonly"] = bool(host.get("ReadonlyRootfs"))
-    _capabilities(process, host)
+    _capabilities(spec, host)
     if host.get("Ulimits"):
         by_type = {r["type"]: r for r in process.get("rlimits", [])}
         for ulimit in host["Ulimits"]:
@@ -229,7 +229,10 @@ def _split_bind(bind: str) -> tuple[str, str, str]:
     raise UsageError(f"invalid volume specification: {bind!r}")
 
 
-def _capabilities(process: dict[str, Any], host: dict[str, Any]) -> None:
+def _capabilities(spec: dict[str, Any], host: dict[str, Any]) -> None:
+    """--cap-add/--cap-drop on the process's sets; the seccomp profile follows the result
+    (Docker allows, e.g., mount and unshare to a container with CAP_SYS_ADMIN)."""
+    process = spec["process"]
     caps = process.get("capabilities")
     if caps is None or host.get("Privileged"):
         return
@@ -247,6 +250,10 @@ def _capabilities(process: dict[str, Any], host: dict[str, Any]) -> None:
         current = [] if name == "CAP_ALL" else [c for c in current if c != name]
     for key in ("bounding", "effective", "permitted"):
         caps[key] = list(current)
+    if spec.get("linux", {}).get("seccomp"):
+        from pyengine.runtime.spec import default_seccomp
+
+        spec["linux"]["seccomp"] = default_seccomp(current)
 
 
 def exec_spec(record: ContainerRecord, args: list[str], *, user: str | None, env: list[str],
@@ -268,7 +275,7 @@ def exec_spec(record: ContainerRecord, args: list[str], *, user: str | None, env
     uid, gid, extra = resolve_user(rootfs, user if user is not None else (config.get("User") or ""))
     process["user"] = {"uid": uid, "gid": gid, "additionalGids": extra}
     if not privileged:
-        _capabilities(process, host)
+        _capabilities(spec, host)
     sec = host.get("SecurityOpt") or []
     if "seccomp=unconfined" in sec or "seccomp:unconfined" in sec:
         spec["linux"].pop("seccomp", None)

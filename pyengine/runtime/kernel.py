@@ -8,8 +8,10 @@ fake seam; nothing here decides policy. x86_64 syscall numbers; Python 3.11 has 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
+from typing import Any
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -180,8 +182,19 @@ def set_no_new_privs() -> None:
 # -- seccomp through libseccomp ----------------------------------------------------------
 _SCMP_ACT_ALLOW = 0x7FFF0000
 _SCMP_FLTATR_CTL_NNP = 3
+_NR_SCMP_ERROR = -1
+#: OCI's comparison names -> libseccomp's enum scmp_compare
+_SCMP_CMP = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4, "SCMP_CMP_GE": 5,
+             "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
 _seccomp: ctypes.CDLL | None = None
 _seccomp_looked_up = False
+
+
+class _ArgCmp(ctypes.Structure):
+    """libseccomp's struct scmp_arg_cmp."""
+
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
+                ("datum_b", ctypes.c_uint64)]
 
 
 def libseccomp() -> ctypes.CDLL | None:
@@ -199,8 +212,13 @@ def libseccomp() -> ctypes.CDLL | None:
                 lib = ctypes.CDLL(find_library("seccomp") or "libseccomp.so", use_errno=True)
             lib.seccomp_init.restype = ctypes.c_void_p
             lib.seccomp_init.argtypes = [ctypes.c_uint32]
-            lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+            lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                                   ctypes.POINTER(_ArgCmp)]
             lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+            lib.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
+            lib.seccomp_arch_resolve_name.restype = ctypes.c_uint32
+            lib.seccomp_arch_native.restype = ctypes.c_uint32
+            lib.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
             lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
             lib.seccomp_load.argtypes = [ctypes.c_void_p]
             lib.seccomp_release.argtypes = [ctypes.c_void_p]
@@ -214,27 +232,53 @@ def _act_errno(errno_value: int) -> int:
     return 0x00050000 | (errno_value & 0xFFFF)
 
 
-def seccomp_load_denylist(names: list[str], errno_value: int, set_nnp: bool) -> int:
-    """Install a filter that allows everything except ``names``, which fail with
-    ``errno_value``; returns how many names this kernel/libseccomp knows. Without ``set_nnp``
-    loading needs CAP_SYS_ADMIN (Docker keeps no_new_privs off by default)."""
+def _seccomp_action(name: str, errno_value: int) -> int:
+    if name == "SCMP_ACT_ALLOW":
+        return _SCMP_ACT_ALLOW
+    if name == "SCMP_ACT_ERRNO":
+        return _act_errno(errno_value)
+    raise OSError(0, f"unsupported seccomp action {name}")
+
+
+def seccomp_load_profile(profile: dict[str, Any], set_nnp: bool) -> int:
+    """Install an OCI seccomp profile (``linux.seccomp``: defaultAction, defaultErrnoRet,
+    architectures, syscalls with names, action, errnoRet and args; the actions ALLOW and
+    ERRNO). Names this kernel/libseccomp does not know are skipped, as runc does; returns how
+    many rules were added. Without ``set_nnp`` loading needs CAP_SYS_ADMIN (Docker keeps
+    no_new_privs off by default)."""
     lib = libseccomp()
     if lib is None:
         raise OSError(0, "libseccomp is not installed")
-    ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
+    default_errno = int(profile.get("defaultErrnoRet") or errno.EPERM)
+    ctx = lib.seccomp_init(_seccomp_action(profile.get("defaultAction") or "SCMP_ACT_ALLOW", default_errno))
     if not ctx:
         raise OSError(0, "seccomp_init failed")
     try:
         _check(lib.seccomp_attr_set(ctx, _SCMP_FLTATR_CTL_NNP, 1 if set_nnp else 0), "seccomp_attr_set")
+        native = lib.seccomp_arch_native()
+        for arch in profile.get("architectures") or []:
+            token = lib.seccomp_arch_resolve_name(arch.removeprefix("SCMP_ARCH_").lower().encode())
+            if token and token != native:
+                rc = lib.seccomp_arch_add(ctx, token)
+                if rc < 0 and -rc != errno.EEXIST:
+                    raise OSError(-rc, f"seccomp_arch_add {arch}: {os.strerror(-rc)}")
         added = 0
-        for name in names:
-            number = lib.seccomp_syscall_resolve_name(name.encode())
-            if number < 0:  # unknown on this arch or libseccomp version
-                continue
-            rc = lib.seccomp_rule_add(ctx, _act_errno(errno_value), number, 0)
-            if rc < 0:
-                raise OSError(-rc, f"seccomp_rule_add {name}: {os.strerror(-rc)}")
-            added += 1
+        for rule in profile.get("syscalls") or []:
+            action = _seccomp_action(rule["action"], int(rule.get("errnoRet") or default_errno))
+            args = rule.get("args") or []
+            array = (_ArgCmp * max(1, len(args)))(*[
+                _ArgCmp(int(a["index"]), _SCMP_CMP[a["op"]], int(a.get("value", 0)), int(a.get("valueTwo", 0)))
+                for a in args])
+            for name in rule.get("names") or []:
+                number = lib.seccomp_syscall_resolve_name(name.encode())
+                if number == _NR_SCMP_ERROR:  # unknown to this libseccomp
+                    continue
+                rc = lib.seccomp_rule_add_array(ctx, action, number, len(args), array)
+                if rc < 0:
+                    if number < 0:  # a pseudo number: a call of another arch, not in this filter
+                        continue
+                    raise OSError(-rc, f"seccomp rule for {name}: {os.strerror(-rc)}")
+                added += 1
         rc = lib.seccomp_load(ctx)
         if rc < 0:
             raise OSError(-rc, f"seccomp_load: {os.strerror(-rc)}")

@@ -659,10 +659,8 @@ def _confine_and_exec(spec: dict[str, Any], err_w: int) -> None:
         k.bounding_drop({n for n in range(64) if bounding >> n & 1})
     seccomp = spec.get("linux", {}).get("seccomp")
     if seccomp and k.libseccomp() is not None:
-        denied = [name for rule in seccomp.get("syscalls") or [] if rule.get("action") == "SCMP_ACT_ERRNO"
-                  for name in rule.get("names") or []]
-        errno_ret = next((int(r.get("errnoRet", errno.EPERM)) for r in seccomp.get("syscalls") or []), errno.EPERM)
-        k.seccomp_load_denylist(denied, errno_ret, set_nnp=bool(process.get("noNewPrivileges")))
+        # From here on only the profile's calls: setgroups, setuid, capset, prctl and execve are in it.
+        k.seccomp_load_profile(seccomp, set_nnp=bool(process.get("noNewPrivileges")))
     user = process.get("user") or {}
     uid, gid = int(user.get("uid", 0)), int(user.get("gid", 0))
     if caps is not None:

@@ -1,9 +1,10 @@
 """Docker's defaults as an OCI runtime spec (config.json as a dict): capabilities, masked and
-read-only paths, the mounts of a minimal /dev, /proc and /sys, the default seccomp deny list,
+read-only paths, the mounts of a minimal /dev, /proc and /sys, Docker's default seccomp profile,
 and rlimits this host can grant. Pure data; the launcher applies it."""
 
 from __future__ import annotations
 
+import platform
 import resource
 from typing import Any
 
@@ -32,20 +33,109 @@ MASKED_PATHS = [
 
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
-#: syscalls the default profile refuses with EPERM. Docker's profile is an allow list; this is
-#: the part of it that matters with the default capabilities (mount, unshare, setns and the
-#: like are already refused for lack of CAP_SYS_ADMIN).
-SECCOMP_DENIED = [
-    "add_key", "request_key", "keyctl", "kexec_load", "kexec_file_load", "init_module",
-    "finit_module", "delete_module", "create_module", "open_by_handle_at", "bpf",
-    "perf_event_open", "userfaultfd", "lookup_dcookie", "nfsservctl", "quotactl",
-    "get_kernel_syms", "query_module", "uselib", "ustat", "sysfs", "_sysctl", "acct",
-    "swapon", "swapoff", "reboot", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
-    "stime", "vm86", "vm86old", "iopl", "ioperm", "move_pages", "mbind", "set_mempolicy",
-    "get_mempolicy", "pivot_root", "fanotify_init", "name_to_handle_at", "process_vm_readv",
-    "process_vm_writev", "kcmp", "fsopen", "fsconfig", "fsmount", "fspick", "open_tree",
-    "move_mount", "mount_setattr", "quotactl_fd",
-]
+# -- the default seccomp profile: Docker's (moby profiles/seccomp/default.json) -------------
+# An allow list: any other call fails with EPERM. Calls that need a capability are allowed
+# only when the container has it; without CAP_SYS_ADMIN, clone may not make namespaces and
+# clone3 (whose flags a filter cannot see) fails with ENOSYS so that libc falls back to clone.
+
+#: allowed for every container (32-bit names cover x86 binaries: the filter has the x86 and
+#: x32 ABIs beside x86_64, as Docker's does)
+SECCOMP_ALLOWED = """
+accept accept4 access adjtimex alarm arch_prctl bind brk capget capset chdir chmod chown chown32
+clock_adjtime clock_adjtime64 clock_getres clock_getres_time64 clock_gettime clock_gettime64
+clock_nanosleep clock_nanosleep_time64 close close_range connect copy_file_range creat dup dup2
+dup3 epoll_create epoll_create1 epoll_ctl epoll_ctl_old epoll_pwait epoll_pwait2 epoll_wait
+epoll_wait_old eventfd eventfd2 execve execveat exit exit_group faccessat faccessat2 fadvise64
+fadvise64_64 fallocate fanotify_mark fchdir fchmod fchmodat fchown fchown32 fchownat fcntl fcntl64
+fdatasync fgetxattr flistxattr flock fork fremovexattr fsetxattr fstat fstat64 fstatat64 fstatfs
+fstatfs64 fsync ftruncate ftruncate64 futex futex_time64 futex_waitv futimesat getcpu getcwd
+getdents getdents64 getegid getegid32 geteuid geteuid32 getgid getgid32 getgroups getgroups32
+getitimer getpeername getpgid getpgrp getpid getppid getpriority getrandom getresgid getresgid32
+getresuid getresuid32 getrlimit get_robust_list getrusage getsid getsockname getsockopt
+get_thread_area gettid gettimeofday getuid getuid32 getxattr inotify_add_watch inotify_init
+inotify_init1 inotify_rm_watch io_cancel ioctl io_destroy io_getevents io_pgetevents
+io_pgetevents_time64 ioprio_get ioprio_set io_setup io_submit io_uring_enter io_uring_register
+io_uring_setup ipc kill landlock_add_rule landlock_create_ruleset landlock_restrict_self lchown
+lchown32 lgetxattr link linkat listen listxattr llistxattr _llseek lremovexattr lseek lsetxattr
+lstat lstat64 madvise membarrier memfd_create memfd_secret mincore mkdir mkdirat mknod mknodat
+mlock mlock2 mlockall mmap mmap2 modify_ldt mprotect mq_getsetattr mq_notify mq_open
+mq_timedreceive mq_timedreceive_time64 mq_timedsend mq_timedsend_time64 mq_unlink mremap msgctl
+msgget msgrcv msgsnd msync munlock munlockall munmap name_to_handle_at nanosleep newfstatat
+_newselect open openat openat2 pause pidfd_open pidfd_send_signal pipe pipe2 pkey_alloc pkey_free
+pkey_mprotect poll ppoll ppoll_time64 prctl pread64 preadv preadv2 prlimit64 process_mrelease
+process_vm_readv process_vm_writev pselect6 pselect6_time64 ptrace pwrite64 pwritev pwritev2 read
+readahead readlink readlinkat readv recv recvfrom recvmmsg recvmmsg_time64 recvmsg
+remap_file_pages removexattr rename renameat renameat2 restart_syscall rmdir rseq rt_sigaction
+rt_sigpending rt_sigprocmask rt_sigqueueinfo rt_sigreturn rt_sigsuspend rt_sigtimedwait
+rt_sigtimedwait_time64 rt_tgsigqueueinfo sched_getaffinity sched_getattr sched_getparam
+sched_get_priority_max sched_get_priority_min sched_getscheduler sched_rr_get_interval
+sched_rr_get_interval_time64 sched_setaffinity sched_setattr sched_setparam sched_setscheduler
+sched_yield seccomp select semctl semget semop semtimedop semtimedop_time64 send sendfile
+sendfile64 sendmmsg sendmsg sendto setfsgid setfsgid32 setfsuid setfsuid32 setgid setgid32
+setgroups setgroups32 setitimer setpgid setpriority setregid setregid32 setresgid setresgid32
+setresuid setresuid32 setreuid setreuid32 setrlimit set_robust_list setsid setsockopt
+set_thread_area set_tid_address setuid setuid32 setxattr shmat shmctl shmdt shmget shutdown
+sigaltstack signalfd signalfd4 sigprocmask sigreturn socketcall socketpair splice stat stat64
+statfs statfs64 statx symlink symlinkat sync sync_file_range syncfs sysinfo tee tgkill time
+timer_create timer_delete timer_getoverrun timer_gettime timer_gettime64 timer_settime
+timer_settime64 timerfd_create timerfd_gettime timerfd_gettime64 timerfd_settime
+timerfd_settime64 times tkill truncate truncate64 ugetrlimit umask uname unlink unlinkat utime
+utimensat utimensat_time64 utimes vfork vmsplice wait4 waitid waitpid write writev
+""".split()
+
+#: allowed only with the capability
+SECCOMP_BY_CAPABILITY = {
+    "CAP_SYS_ADMIN": ["bpf", "clone", "clone3", "fanotify_init", "fsconfig", "fsmount", "fsopen", "fspick",
+                      "lookup_dcookie", "mount", "mount_setattr", "move_mount", "open_tree", "perf_event_open",
+                      "quotactl", "quotactl_fd", "setdomainname", "sethostname", "setns", "syslog", "umount",
+                      "umount2", "unshare"],
+    "CAP_SYS_BOOT": ["reboot"],
+    "CAP_SYS_CHROOT": ["chroot"],
+    "CAP_SYS_MODULE": ["delete_module", "init_module", "finit_module"],
+    "CAP_SYS_PACCT": ["acct"],
+    "CAP_SYS_PTRACE": ["kcmp", "pidfd_getfd", "process_madvise"],
+    "CAP_SYS_RAWIO": ["iopl", "ioperm"],
+    "CAP_SYS_TIME": ["settimeofday", "stime", "clock_settime", "clock_settime64"],
+    "CAP_SYS_TTY_CONFIG": ["vhangup"],
+    "CAP_SYS_NICE": ["get_mempolicy", "mbind", "set_mempolicy", "set_mempolicy_home_node"],
+    "CAP_SYSLOG": ["syslog"],
+    "CAP_BPF": ["bpf"],
+    "CAP_PERFMON": ["perf_event_open"],
+    "CAP_DAC_READ_SEARCH": ["open_by_handle_at"],
+}
+
+AF_VSOCK = 40
+#: personality(2) values allowed: PER_LINUX, PER_LINUX32, UNAME26, UNAME26|PER_LINUX32, query
+PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
+#: CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET: clone without CAP_SYS_ADMIN has none
+CLONE_NAMESPACE_FLAGS = 0x7E020000
+ENOSYS = 38
+
+
+def default_seccomp(capabilities: list[str]) -> dict[str, Any]:
+    """Docker's default profile for a container with ``capabilities`` (its bounding set)."""
+    allow = "SCMP_ACT_ALLOW"
+    rules: list[dict[str, Any]] = [
+        {"names": list(SECCOMP_ALLOWED), "action": allow},
+        {"names": ["socket"], "action": allow, "args": [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE"}]},
+        *({"names": ["personality"], "action": allow, "args": [{"index": 0, "value": value, "op": "SCMP_CMP_EQ"}]}
+          for value in PERSONALITIES),
+    ]
+    for capability, names in SECCOMP_BY_CAPABILITY.items():
+        if capability in capabilities:
+            rules.append({"names": list(names), "action": allow})
+    if "CAP_SYS_ADMIN" not in capabilities:
+        no_namespaces = {"index": 0, "value": CLONE_NAMESPACE_FLAGS, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}
+        rules.append({"names": ["clone"], "action": allow, "args": [no_namespaces]})
+        rules.append({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS})
+    return {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+            "architectures": list(_SECCOMP_ARCHES.get(platform.machine(), ())), "syscalls": rules}
+
+
+#: the ABIs a filter covers, by machine (as Docker's archMap)
+_SECCOMP_ARCHES = {"x86_64": ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"),
+                   "aarch64": ("SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM")}
+
 
 DEVICES = [
     # path, type, major, minor, mode
@@ -103,9 +193,7 @@ def default_spec(args: list[str], rootfs: str, *, terminal: bool = False, privil
                     for p, t, ma, mi, mode in DEVICES],
     }
     if not privileged:
-        linux["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
-                            "syscalls": [{"names": list(SECCOMP_DENIED), "action": "SCMP_ACT_ERRNO",
-                                          "errnoRet": 1}]}
+        linux["seccomp"] = default_seccomp(caps)
     mounts = default_mounts()
     if privileged:  # Docker gives a privileged container a writable /sys and cgroup tree
         for mount in mounts:
