@@ -31,6 +31,7 @@ V1_FILES = {
     "pids": {"pids.max": "max", "pids.current": "0"},
     "blkio": {"blkio.bfq.weight": "100", "blkio.throttle.read_bps_device": ""},
     "freezer": {"freezer.state": "THAWED"},
+    "devices": {"devices.allow": "", "devices.deny": "", "devices.list": "a *:* rwm"},
 }
 
 V2_FILES = {
@@ -126,6 +127,11 @@ class FakeFS:
 
     def listdir(self, path: Path) -> list[str]:
         return sorted(d.name for d in self.dirs if d.parent == path)
+
+    def attach_device_program(self, path: Path, rules: list[dict]) -> None:
+        if path not in self.dirs:
+            raise DriverError(f"cannot open {path}: No such file or directory")
+        self.writes.append((path / "<device program>", repr(rules)))
 
 
 # -- the real kernel -------------------------------------------------------------------------

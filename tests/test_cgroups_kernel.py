@@ -150,6 +150,26 @@ def test_memory_limit_oom_kills_a_process_allocating_past_it(cgroup: CgroupRun) 
     assert stats["memory"]["limit"] == 32 << 20
 
 
+def test_device_rules_allow_the_minimal_dev_and_refuse_other_devices(cgroup: CgroupRun, tmp_path: Path) -> None:
+    """Docker's default rules (v1: devices.allow/deny; v2: an eBPF program on the cgroup):
+    /dev/null opens; /dev/kmsg (c 1:11) opens outside the cgroup but not inside; nodes
+    may still be made (``m``)."""
+    from pyengine.runtime.spec import DEFAULT_DEVICE_RULES
+
+    assert os.path.exists("/dev/kmsg")
+    script = ("echo x > /dev/null && echo null=ok; (exec 3</dev/kmsg) 2>/dev/null && echo kmsg=opened; "
+              f"{BUSYBOX} mknod {tmp_path}/node c 1 11 && echo mknod=ok; true")
+    outside = subprocess.run([BUSYBOX, "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert outside.stdout.split() == ["null=ok", "kmsg=opened", "mknod=ok"], outside.stderr
+    os.unlink(tmp_path / "node")
+    cgroup.prepare("dev", {"devices": DEFAULT_DEVICE_RULES})
+    inside = cgroup.spawn("dev", [BUSYBOX, "sh", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert inside.stdout is not None and inside.stderr is not None
+    out, err = inside.stdout.read().decode(), inside.stderr.read().decode()
+    assert inside.wait(timeout=60) == 0, err
+    assert out.split() == ["null=ok", "mknod=ok"], err
+
+
 def test_pids_limit_contains_a_fork_bomb(cgroup: CgroupRun) -> None:
     cgroup.prepare("bomb", {"pids": {"limit": 20}})
     # bounded: 60 background sleepers asked for, at most 20 tasks allowed

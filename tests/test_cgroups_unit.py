@@ -236,7 +236,8 @@ def test_v1_enter_joins_every_hierarchy_and_release_is_idempotent() -> None:
     manager.prepare("c1", {})
     manager.enter("c1", {}, 4242)
     joined = [p for p, v in fs.writes if p.name == "cgroup.procs"]
-    assert len(joined) == 7 and all(v == "4242" for p, v in fs.writes if p.name == "cgroup.procs")
+    # memory, cpu, pids, cpuset, cpuacct, blkio, freezer, devices
+    assert len(joined) == 8 and all(v == "4242" for p, v in fs.writes if p.name == "cgroup.procs")
     with pytest.raises(DriverError, match="still has processes"):
         fs.rmdir(Path("/sys/fs/cgroup/pids/pyengine/c1"))
     for path in joined:

@@ -21,6 +21,7 @@ class CgroupFS(Protocol):
     def mkdir(self, path: Path) -> bool: ...
     def rmdir(self, path: Path) -> bool: ...
     def listdir(self, path: Path) -> list[str]: ...
+    def attach_device_program(self, path: Path, rules: list[dict]) -> None: ...
 
 
 class KernelFS:
@@ -51,6 +52,12 @@ class KernelFS:
 
     def exists(self, path: Path) -> bool:
         return os.path.exists(path)
+
+    def attach_device_program(self, path: Path, rules: list[dict]) -> None:
+        """cgroup v2's device cgroup: the rules as an eBPF program attached to ``path``."""
+        from pyengine.cgroups.devices import attach_program
+
+        attach_program(path, rules)
 
     def mkdir(self, path: Path) -> bool:
         """Create the cgroup; False when it already existed."""

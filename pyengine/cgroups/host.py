@@ -13,7 +13,7 @@ from pyengine.errors import DriverNotSupported
 
 #: the v1 controllers a container's limits need, and those it uses when present
 V1_REQUIRED = ("memory", "cpu", "pids", "cpuset")
-V1_OPTIONAL = ("cpuacct", "blkio", "freezer")
+V1_OPTIONAL = ("cpuacct", "blkio", "freezer", "devices")
 #: the v2 controllers a container's limits need, and those it uses when present
 V2_REQUIRED = ("memory", "cpu", "pids")
 V2_OPTIONAL = ("cpuset", "io")

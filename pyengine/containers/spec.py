@@ -166,7 +166,7 @@ def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path,
         spec["linux"].pop("seccomp", None)
     if "no-new-privileges=false" in sec:
         process["noNewPrivileges"] = False
-    spec["linux"]["resources"] = resources(host)
+    spec["linux"]["resources"].update(resources(host))  # beside the device rules
     mounts = spec.setdefault("mounts", [])
     for target, options in (host.get("Tmpfs") or {}).items():
         mounts.append({"destination": target, "type": "tmpfs", "source": "tmpfs",

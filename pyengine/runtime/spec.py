@@ -137,6 +137,17 @@ _SECCOMP_ARCHES = {"x86_64": ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X3
                    "aarch64": ("SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM")}
 
 
+#: the device cgroup: deny everything, then let device nodes be made (not opened) and the
+#: minimal /dev below, ptys and /dev/net/tun be used — Docker's defaults
+DEFAULT_DEVICE_RULES = [
+    {"allow": False, "access": "rwm"},
+    {"allow": True, "type": "c", "major": None, "minor": None, "access": "m"},
+    {"allow": True, "type": "b", "major": None, "minor": None, "access": "m"},
+    *({"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
+      for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (136, None), (10, 200))),
+]
+PRIVILEGED_DEVICE_RULES = [{"allow": True, "access": "rwm"}]
+
 DEVICES = [
     # path, type, major, minor, mode
     ("/dev/null", "c", 1, 3, 0o666), ("/dev/zero", "c", 1, 5, 0o666), ("/dev/full", "c", 1, 7, 0o666),
@@ -186,7 +197,7 @@ def default_spec(args: list[str], rootfs: str, *, terminal: bool = False, privil
     caps = list(ALL_CAPABILITIES if privileged else DEFAULT_CAPABILITIES)
     linux: dict[str, Any] = {
         "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
-        "resources": {},
+        "resources": {"devices": list(PRIVILEGED_DEVICE_RULES if privileged else DEFAULT_DEVICE_RULES)},
         "maskedPaths": [] if privileged else list(MASKED_PATHS),
         "readonlyPaths": [] if privileged else list(READONLY_PATHS),
         "devices": [{"path": p, "type": t, "major": ma, "minor": mi, "fileMode": mode, "uid": 0, "gid": 0}

@@ -14,6 +14,7 @@ from typing import Any
 
 from pyengine.cgroups import CgroupOptions, check_container_id, options_of
 from pyengine.cgroups.convert import limit_value, parse_flat_keyed
+from pyengine.cgroups.devices import v1_writes
 from pyengine.cgroups.fs import CgroupFS, KernelFS, ensure_path, remove_cgroup
 from pyengine.cgroups.host import V1_OPTIONAL, V1_REQUIRED, HostCgroups, discover, require_version
 from pyengine.cgroups.record import PathRecords
@@ -172,6 +173,11 @@ class CgroupV1Isolator:
         pids = resources.get("pids") or {}
         if pids.get("limit") is not None and pids["limit"] != 0:
             self._write("pids", container_id, "pids.max", limit_value(pids["limit"], "max"))
+
+        devices = resources.get("devices")
+        if devices and "devices" in self.controllers:
+            for name, line in v1_writes(devices):
+                self._write("devices", container_id, name, line)
 
         block_io = resources.get("blockIO") or {}
         if block_io.get("weight"):

@@ -19,6 +19,7 @@ from pyengine.cgroups.convert import (
     shares_to_weight,
     swap_to_v2,
 )
+from pyengine.cgroups.devices import allows_everything
 from pyengine.cgroups.fs import CgroupFS, KernelFS, ensure_path, remove_cgroup
 from pyengine.cgroups.host import V2_OPTIONAL, V2_REQUIRED, HostCgroups, discover, require_version
 from pyengine.cgroups.record import PathRecords
@@ -188,6 +189,9 @@ class CgroupV2Isolator:
                 self._write(container_id, "io.weight", blkio_weight_to_io_weight(block_io["weight"]))
             else:
                 log.warning("cgroup.unsupported", setting="blockIO.weight", reason="no io weight file")
+        devices = resources.get("devices")
+        if devices and not allows_everything(devices):
+            self.fs.attach_device_program(self.path(container_id), devices)
         for key, field in (("throttleReadBpsDevice", "rbps"), ("throttleWriteBpsDevice", "wbps"),
                            ("throttleReadIOPSDevice", "riops"), ("throttleWriteIOPSDevice", "wiops")):
             for device in block_io.get(key) or []:
