@@ -152,8 +152,10 @@ def launch(container_id: str, spec: dict[str, Any], isolators: Iterable[Any] = (
     if not any(n["type"] == "mount" for n in namespaces):
         raise ContainerStartError("a mount namespace is required to pivot into the root filesystem")
     check_rlimits(spec)
-    if spec.get("linux", {}).get("seccomp"):
-        k.libseccomp()  # load it now: after pivot_root the host's library is out of reach
+    if spec.get("linux", {}).get("seccomp") and k.libseccomp() is not None:
+        # compiled here (and cached): the child only installs it; after pivot_root the host's
+        # library would be out of its reach anyway
+        k.seccomp_compile(spec["linux"]["seccomp"])
     state: dict[str, Any] = {}
     for isolator in isolators:
         state[isolator.name] = isolator.prepare(container_id, spec)
@@ -268,8 +270,8 @@ def exec_in(pid: int, spec: dict[str, Any], stdin: int | None = None, stdout: in
     root), each isolator ``enter``s it (cgroups), then it is confined like the container."""
     started = time.monotonic()
     check_rlimits(spec)
-    if spec.get("linux", {}).get("seccomp"):
-        k.libseccomp()  # load it now: after setns(mnt) the host's library is out of reach
+    if spec.get("linux", {}).get("seccomp") and k.libseccomp() is not None:
+        k.seccomp_compile(spec["linux"]["seccomp"])  # here: after setns(mnt) the host's library is out of reach
     process_spec = spec.get("process", {})
     master = slave = None
     if process_spec.get("terminal"):
