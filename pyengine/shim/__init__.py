@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-PROGRAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyengine-shim")
+# realpath: a strict editable install imports this file through a symlink, and the program
+# is built beside the source
+PROGRAM = os.path.join(os.path.dirname(os.path.realpath(__file__)), "pyengine-shim")
 
 
 def program() -> str | None:
