@@ -29,6 +29,13 @@ class build_py_with_shim(build_py):  # noqa: N801 - setuptools' command naming
         out_dir.mkdir(parents=True, exist_ok=True)
         cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
         command = [*cc, "-O2", "-Wall", "-o", str(out_dir / PROGRAM), str(SOURCE)]
+        # Static: as a container's init (run --init) it runs inside the container's root
+        # filesystem, which need not have this host's libc (busybox has none).
+        try:
+            subprocess.run([*command, "-static"], check=True)
+            return
+        except (OSError, subprocess.CalledProcessError) as exc:
+            self.warn(f"could not link {PROGRAM} statically ({exc}): run --init keeps its Python init")
         try:
             subprocess.run(command, check=True)
         except (OSError, subprocess.CalledProcessError) as exc:

@@ -228,6 +228,20 @@ def test_signal_death_is_128_plus_n(rootfs: Path) -> None:
     assert run(spec)[0] == 128 + signal.SIGTERM
 
 
+def test_init_is_the_static_shim_confined_like_the_command(rootfs: Path) -> None:
+    # Docker's tini is a separate, confined binary; ours is pyengine-shim --init, exec'd by
+    # descriptor into a root without the host's libc (this rootfs is busybox alone).
+    spec = spec_for(rootfs, "sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline; echo; "
+                                      "grep -E '^(CapEff|Seccomp):' /proc/1/status")
+    spec["annotations"] = {"pyengine.init": "true"}
+    code, out, err = run(spec)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["pyengine-init", "--init"], out
+    status = dict(line.split(":\t") for line in lines[1:])
+    assert status == {"CapEff": DOCKER_DEFAULT_CAPEFF, "Seccomp": "2"}
+
+
 def test_init_reaps_zombies(rootfs: Path) -> None:
     spec = spec_for(rootfs, "sh", "-c", "sleep 0.1 & exec sleep 0.5")
     spec["annotations"] = {"pyengine.init": "true"}

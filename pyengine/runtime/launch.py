@@ -397,6 +397,8 @@ def _child_main(spec: dict[str, Any], namespaces: list[dict[str, Any]], err_w: i
             k.loopback_up()  # Docker's "none" network: a namespace of its own, loopback up
         os.write(ready_w, b"r")
         os.close(ready_w)
+        init = spec.get("annotations", {}).get("pyengine.init") == "true"
+        init_fd = _open_init() if init else None
         _setup_rootfs(spec, console)
         if spec.get("hostname") and any(n["type"] == "uts" for n in namespaces):
             k.sethostname(spec["hostname"])
@@ -408,8 +410,8 @@ def _child_main(spec: dict[str, Any], namespaces: list[dict[str, Any]], err_w: i
         for mount in spec.get("mounts") or []:
             if mount.get("type") == "cgroup":
                 _mount_cgroups(mount)
-        if spec.get("annotations", {}).get("pyengine.init") == "true":
-            _become_init(err_w)
+        if init:
+            _become_init(err_w, spec, init_fd)
         _confine_and_exec(spec, err_w)
     except BaseException as exc:  # noqa: BLE001 - everything becomes one line for the parent
         _fail(err_w, _SETUP_FAILED, _reason(exc))
@@ -642,6 +644,12 @@ def _cap_mask(names: list[str] | None) -> int:
 
 def _confine_and_exec(spec: dict[str, Any], err_w: int) -> None:
     """rlimits, cwd, capabilities, seccomp, user, no_new_privs, then exec: never returns."""
+    _exec(_confine(spec, err_w), err_w)
+
+
+def _confine(spec: dict[str, Any], err_w: int) -> dict[str, Any]:
+    """Apply the spec's rlimits, cwd, capabilities, seccomp, user and no_new_privs to this
+    process; returns the process spec."""
     process = spec.get("process", {})
     if process.get("oomScoreAdj") is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
@@ -682,7 +690,7 @@ def _confine_and_exec(spec: dict[str, Any], err_w: int) -> None:
             k.ambient_raise({n for n in range(64) if ambient >> n & 1})
     if process.get("noNewPrivileges"):
         k.set_no_new_privs()
-    _exec(process, err_w)
+    return process
 
 
 def _exec(process: dict[str, Any], err_w: int) -> None:
@@ -723,13 +731,38 @@ def _exec(process: dict[str, Any], err_w: int) -> None:
         _fail(err_w, _CANNOT_EXECUTE, f'exec: "{command}": {(exc.strerror or str(exc)).lower()}')
 
 
-def _become_init(err_w: int) -> None:
+def _open_init() -> int | None:
+    """The static pyengine-shim, opened before pivot_root puts it out of reach (``--init``)."""
+    from pyengine import shim
+
+    program = shim.program()
+    if program is None:
+        return None
+    try:
+        return os.open(program, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _become_init(err_w: int, spec: dict[str, Any], init_fd: int | None) -> None:
     """``--init``: stay PID 1 as a minimal init that forwards signals to the command and reaps
-    zombies; the command runs in a child. Returns in that child only."""
+    zombies; the command runs in a child. Returns in that child only.
+
+    PID 1 confines itself as the command is confined and execs ``pyengine-shim --init`` by
+    descriptor (Docker runs tini the same way); should that fail (a dynamically linked build
+    in a root without the host's libc), it stays the Python loop below."""
     child = os.fork()
     if child == 0:
+        if init_fd is not None:
+            os.close(init_fd)
         return
     os.close(err_w)  # the command's exec closes its copy: the parent sees EOF then
+    if init_fd is not None:
+        try:
+            _confine(spec, -1)
+            os.execve(init_fd, ["pyengine-init", "--init", str(child)], {})
+        except Exception:  # noqa: BLE001 - the Python init below still does the job
+            pass
     forwarded = [s for s in signal.Signals if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
     for sig in forwarded:
         try:

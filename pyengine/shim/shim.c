@@ -21,6 +21,15 @@
  *
  * --tty is the pty master: output read from it is logged as stdout, input is written to it.
  * Its input side is used only when --stdin names the same fd.
+ *
+ * The same program is the container's init with --init (`run --init`):
+ *
+ *     pyengine-shim --init PID
+ *
+ * exec()d by the container's PID 1 after it forked the command (PID) and confined itself: it
+ * forwards every signal it can catch to the command, reaps every zombie, and exits with the
+ * command's status (128+N for a death by signal N). Built statically, so it runs in any
+ * root filesystem (the launcher opens it before pivot_root and execs it by descriptor).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -363,7 +372,35 @@ static void close_stream(struct stream *s) {
     s->fd = -1;
 }
 
+/* --init: PID 1 of a container whose command is ``child``. */
+static int init_main(pid_t child) {
+    sigset_t all;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, NULL);
+    for (;;) {
+        /* reap first: the command may have ended before the signals were blocked */
+        for (;;) {
+            int status;
+            pid_t done = waitpid(-1, &status, WNOHANG);
+            if (done < 0 && errno == EINTR)
+                continue;
+            if (done < 0)
+                return 0; /* no children left at all */
+            if (done == 0)
+                break;
+            if (done == child)
+                return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+        }
+        siginfo_t info;
+        int sig = sigwaitinfo(&all, &info);
+        if (sig > 0 && sig != SIGCHLD)
+            kill(child, sig);
+    }
+}
+
 int main(int argc, char **argv) {
+    if (argc == 3 && !strcmp(argv[1], "--init"))
+        return init_main(number("--init", argv[2]));
     pid_t pid = 0;
     char **resume = NULL;
     for (int i = 1; i < argc; i++) {
