@@ -45,10 +45,6 @@ def _state(engine: EngineEnv, cid: str) -> dict:
     return json.loads((engine.data_root / "containers" / cid / "state.json").read_text())
 
 
-def _cid(engine: EngineEnv, name: str) -> str:
-    return engine.run("inspect", "--format", "{{.Id}}", name, check=True).stdout.strip()
-
-
 def _wait_for_shim(engine: EngineEnv, cid: str, deadline: float = 20) -> int:
     """The monitor's pid once it is pyengine-shim (polls; not a timing assertion)."""
     end = time.monotonic() + deadline

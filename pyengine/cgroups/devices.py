@@ -37,9 +37,10 @@ def v1_writes(rules: list[Rule]) -> list[tuple[str, str]]:
 
 
 def allows_everything(rules: list[Rule]) -> bool:
-    """True when the last rule for every device is an allow of everything (``--privileged``)."""
-    last_all = [r for r in rules if (r.get("type") or "a") == "a" and set(r.get("access") or "rwm") >= set("rwm")]
-    return bool(last_all) and bool(last_all[-1].get("allow")) and rules.index(last_all[-1]) == len(rules) - 1
+    """True when the last rule allows every access to every device (``--privileged``)."""
+    last = rules[-1] if rules else {}
+    every_device = (last.get("type") or "a") == "a" and set(last.get("access") or "rwm") >= set("rwm")
+    return bool(last.get("allow")) and every_device
 
 
 # -- cgroup v2: an eBPF program ------------------------------------------------------------
@@ -89,19 +90,8 @@ def bpf_program(rules: list[Rule]) -> bytes:
     return b"".join(code)
 
 
-_SYS_BPF = 321  # x86_64
 _BPF_PROG_LOAD, _BPF_PROG_ATTACH = 5, 8
 _BPF_PROG_TYPE_CGROUP_DEVICE, _BPF_CGROUP_DEVICE, _BPF_F_ALLOW_MULTI = 15, 6, 2
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _bpf(cmd: int, attr: bytes) -> int:
-    buffer = ctypes.create_string_buffer(attr, len(attr))
-    rc = _libc.syscall(ctypes.c_long(_SYS_BPF), ctypes.c_int(cmd), buffer, ctypes.c_uint(len(attr)))
-    if rc < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return int(rc)
 
 
 def attach_program(cgroup: Path, rules: list[Rule]) -> None:
@@ -115,20 +105,22 @@ def attach_program(cgroup: Path, rules: list[Rule]) -> None:
     attr = struct.pack("<IIQQIIQII16sII", _BPF_PROG_TYPE_CGROUP_DEVICE, len(program) // 8,
                        ctypes.addressof(instructions), ctypes.addressof(license_), 1, len(log),
                        ctypes.addressof(log), 0, 0, b"pyengine_dev", 0, _BPF_CGROUP_DEVICE).ljust(128, b"\0")
+    from pyengine.runtime.kernel import bpf
+
     try:
-        prog_fd = _bpf(_BPF_PROG_LOAD, attr)
+        prog_fd = bpf(_BPF_PROG_LOAD, attr)
     except OSError as exc:
         detail = log.value.decode(errors="replace").strip().splitlines()
-        raise DriverError(f"cannot load the device program for {cgroup}: {exc.strerror}"
+        raise DriverError(f"cannot load the device program for {cgroup}: {os.strerror(exc.errno or 0)}"
                           + (f" ({detail[-1]})" if detail else "")) from None
     try:
         cgroup_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            _bpf(_BPF_PROG_ATTACH, struct.pack("<IIIII", cgroup_fd, prog_fd, _BPF_CGROUP_DEVICE,
+            bpf(_BPF_PROG_ATTACH, struct.pack("<IIIII", cgroup_fd, prog_fd, _BPF_CGROUP_DEVICE,
                                                _BPF_F_ALLOW_MULTI, 0).ljust(32, b"\0"))
         finally:
             os.close(cgroup_fd)
     except OSError as exc:
-        raise DriverError(f"cannot attach the device program to {cgroup}: {exc.strerror}") from None
+        raise DriverError(f"cannot attach the device program to {cgroup}: {os.strerror(exc.errno or 0)}") from None
     finally:
         os.close(prog_fd)

@@ -248,9 +248,10 @@ def _capabilities(spec: dict[str, Any], host: dict[str, Any]) -> None:
     for cap in host.get("CapDrop") or []:
         name = cap.upper() if cap.upper().startswith("CAP_") else "CAP_" + cap.upper()
         current = [] if name == "CAP_ALL" else [c for c in current if c != name]
+    changed = current != caps.get("bounding")
     for key in ("bounding", "effective", "permitted"):
         caps[key] = list(current)
-    if spec.get("linux", {}).get("seccomp"):
+    if changed and spec.get("linux", {}).get("seccomp"):
         from pyengine.runtime.spec import default_seccomp
 
         spec["linux"]["seccomp"] = default_seccomp(current)

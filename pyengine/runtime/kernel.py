@@ -131,6 +131,15 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")
 
 
+_SYS_BPF = 321  # x86_64
+
+
+def bpf(cmd: int, attr: bytes) -> int:
+    """bpf(2) with ``attr`` (a packed ``union bpf_attr``); its result (a new fd for loads)."""
+    buffer = ctypes.create_string_buffer(attr, len(attr))
+    return _check(_syscall(ctypes.c_long(_SYS_BPF), ctypes.c_int(cmd), buffer, ctypes.c_uint(len(attr))), "bpf")
+
+
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
                               ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), "prctl")
@@ -310,9 +319,7 @@ def seccomp_load_profile(profile: dict[str, Any], set_nnp: bool) -> int:
     fprog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
     if set_nnp:
         set_no_new_privs()
-    _check(_libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
-                       ctypes.c_void_p(ctypes.addressof(fprog)), ctypes.c_ulong(0), ctypes.c_ulong(0)),
-           "prctl(PR_SET_SECCOMP)")
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
     return len(program) // 8
 
 
