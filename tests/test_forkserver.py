@@ -69,7 +69,8 @@ def _start(env: EngineEnv) -> int:
 def box(fork: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
     need_root()
     tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
-    fork.run("import", str(tar), "busybox:latest", check=True)
+    # in-process and starting no server: the test's own first command is the one that does
+    fork.run("import", str(tar), "busybox:latest", check=True, env={"PYENGINE_FORK_SERVER": "0"})
     yield fork
     remove_all_containers(fork.run)
 
