@@ -36,8 +36,9 @@ PASS_FDS_ENV = "PYENGINE_PASS_FDS"
 MAX_PASS_FDS = 64
 DEFAULT_IDLE_SECONDS = 300.0
 
-#: Commands that need a controlling terminal of their own (password prompts read /dev/tty).
-IN_PROCESS_ONLY = frozenset({"login"})
+#: Commands that need a controlling terminal of their own (password prompts read /dev/tty),
+#: and the daemon, which lives long and owns its own process (pid file, signals, threads).
+IN_PROCESS_ONLY = frozenset({"login", "daemon"})
 
 #: In a fork that runs a client's command: the server's pid (``pyengine info`` shows it).
 SERVED_BY: int | None = None

@@ -1,0 +1,128 @@
+"""The aiohttp application: every route table of ``pyengine.api.routes``, each path served with
+and without the ``/vX.Y`` prefix, and the middlewares every request passes (API version check,
+authorization hook, Docker-style errors).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from aiohttp import web
+
+from pyengine.api.http import API_VERSION, MIN_API_VERSION, ApiError, error_response, status_of, version_tuple
+from pyengine.errors import PyEngineError
+from pyengine.log import get_logger
+
+log = get_logger("pyengine.api")
+
+#: route modules, each exporting ``routes``: an aiohttp ``RouteTableDef``
+ROUTE_MODULES = ("system", "containers", "exec", "images", "networks", "volumes", "build")
+
+#: the largest request body read into memory (JSON bodies); tar uploads are streamed
+MAX_JSON_BODY = 16 * 1024 * 1024
+
+
+def _route_tables() -> list[Any]:
+    tables = []
+    for name in ROUTE_MODULES:
+        try:
+            module = importlib.import_module(f"pyengine.api.routes.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"pyengine.api.routes.{name}":
+                raise
+            continue
+        tables.append(module.routes)
+    return tables
+
+
+def _peer_user(request: web.Request) -> str | None:
+    """The authenticated user: the TLS client certificate's subject, or the Unix peer's name."""
+    return request.get("peer_user")
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every failure as dockerd answers it: ``{"message": ...}`` and its status, never a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 404 and request.match_info.route.resource is None:
+            return error_response(404, "page not found")
+        if exc.status == 413:
+            return error_response(413, "request body too large")
+        return error_response(exc.status, exc.text or exc.reason)
+    except ApiError as exc:
+        return error_response(exc.status, exc.message)
+    except PyEngineError as exc:
+        return error_response(status_of(exc), str(exc))
+    except (ConnectionError, TimeoutError):
+        raise
+    except Exception as exc:  # a bug: logged with its traceback, answered as a 500
+        log.exception("api.internal_error", method=request.method, path=request.path)
+        return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+@web.middleware
+async def versions(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuse API versions below the minimum and above ours, as dockerd does."""
+    asked = request.match_info.get("version")
+    if asked:
+        wanted = version_tuple(asked)
+        if wanted < version_tuple(MIN_API_VERSION):
+            raise ApiError(400, f"client version {asked} is too old. Minimum supported API version is "
+                                f"{MIN_API_VERSION}, please upgrade your client to a newer version")
+        if wanted > version_tuple(API_VERSION):
+            raise ApiError(400, f"client version {asked} is too new. Maximum supported API version is "
+                                f"{API_VERSION}")
+    response = await handler(request)
+    return response
+
+
+@web.middleware
+async def authorize(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The ``pyengine_authorize_request`` hook, for every request; a refusal is a 403."""
+    backend = request.app["backend"]
+    path = request.path
+    asked = request.match_info.get("version")
+    if asked:
+        path = path[len(asked) + 2:]
+    reason = await backend.run(backend.engine.plugins.authorize_request, request.method, path, _peer_user(request))
+    if reason:
+        raise ApiError(403, f"authorization denied by plugin: {reason}")
+    return await handler(request)
+
+
+async def _on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("Api-Version", API_VERSION)
+    response.headers["Server"] = (f"pyengine/{_version()} (linux)")
+    response.headers.setdefault("Docker-Experimental", "false")
+    response.headers.setdefault("Ostype", "linux")
+
+
+def _version() -> str:
+    from pyengine import __version__
+
+    return __version__
+
+
+async def _close_backend(app: web.Application) -> None:
+    app["backend"].close()
+
+
+def make_app(backend: Any) -> web.Application:
+    """The application serving ``backend``'s engine; every route twice (with ``/v{version}``)."""
+    app = web.Application(middlewares=[errors, versions, authorize], client_max_size=MAX_JSON_BODY)
+    app["backend"] = backend
+    for table in _route_tables():
+        for route in table:
+            kwargs = dict(route.kwargs)
+            kwargs.pop("name", None)
+            app.router.add_route(route.method, route.path, route.handler, **kwargs)
+            app.router.add_route(route.method, r"/v{version:[0-9]+(\.[0-9]+)*}" + route.path, route.handler,
+                                 **kwargs)
+    app.on_response_prepare.append(_on_response_prepare)
+    app.on_cleanup.append(_close_backend)
+    return app

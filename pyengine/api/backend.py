@@ -1,0 +1,72 @@
+"""The engine behind the daemon: one Engine for the daemon's life (rebuilt on SIGHUP), the
+engine verbs the routes call, and a thread pool so that blocking engine work (a pull, an
+extraction, a container start) never runs on the event loop.
+
+Routes reach it as ``request.app["backend"]``; they call ``await backend.run(fn, *args)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from pyengine.config import Config
+    from pyengine.containers.engine import Containers
+    from pyengine.engine import Engine
+
+T = TypeVar("T")
+
+
+class Backend:
+    """What the routes call: the engine and its verbs, off the event loop."""
+
+    def __init__(self, config_loader: Callable[[], Config], workers: int = 64) -> None:
+        self._config_loader = config_loader
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api")
+        self.engine: Engine = self._build()
+
+    def _build(self) -> Engine:
+        from pyengine.engine import Engine
+
+        engine = Engine(self._config_loader())
+        # First use of these cached properties happens here, not racing in two threads.
+        engine.storage  # noqa: B018
+        engine.isolators  # noqa: B018
+        return engine
+
+    def reload(self) -> None:
+        """Re-read the configuration (SIGHUP): later requests use the new engine."""
+        old, self.engine = self.engine, self._build()
+        del old  # requests in flight keep their reference; its drivers stay usable
+
+    @property
+    def config(self) -> Config:
+        return self.engine.config
+
+    def containers(self) -> Containers:
+        from pyengine.containers.engine import Containers
+
+        return Containers(self.engine)
+
+    def networks(self) -> Any:
+        from pyengine.network.manager import NetworkManager
+
+        return NetworkManager(self.engine)
+
+    def volumes(self) -> Any:
+        from pyengine.containers.volumes import VolumeStore
+
+        return VolumeStore(self.engine.config.data_root)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in the pool; its result or its exception."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.engine.close()
