@@ -54,3 +54,23 @@ class InvalidArchive(PyEngineError):
     """An archive, layer, manifest or blob is malformed, corrupt or malicious."""
 
     exit_code = 1
+
+
+class DockerfileError(PyEngineError):
+    """A Dockerfile (or what it names in the build context) is invalid: ``Dockerfile:LINE: WHAT``.
+
+    ``what`` is the bare reason, ``line`` the 1-based line it is about (None when no line
+    applies), ``filename`` the Dockerfile's name as the user gave it.
+    """
+
+    exit_code = 1
+
+    def __init__(self, what: str, line: int | None = None, filename: str = "Dockerfile") -> None:
+        self.what = what
+        self.line = line
+        self.filename = filename
+        super().__init__(f"{filename}:{line}: {what}" if line is not None else f"{filename}: {what}")
+
+    def located(self, line: int, filename: str | None = None) -> DockerfileError:
+        """The same error placed at ``line`` (for errors found below the parser, e.g. a COPY source)."""
+        return DockerfileError(self.what, line, filename or self.filename)
