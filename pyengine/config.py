@@ -58,6 +58,9 @@ DRIVER_TABLES = ("storage", "network", "isolation", "registry")
 CORE_TABLE_KEYS: dict[str, dict[str, type]] = {
     "plugins": {"disabled": list},
     "network": {"default": str},
+    # ``pyengine daemon``'s listeners and TLS (flags win); read by pyengine.api.server
+    "daemon": {"hosts": list, "group": str, "tlsverify": bool, "tlscacert": str, "tlscert": str,
+               "tlskey": str, "insecure-tcp": bool, "pidfile": str},
 }
 
 
@@ -286,6 +289,14 @@ def _check_core_tables(config: Config) -> None:
                     raise config.error(f"plugins.{key}", "unknown key (allowed in [plugins]: disabled)")
             if not all(isinstance(v, str) for v in raw.get("disabled", [])):
                 raise config.error("plugins.disabled", "expected list of string")
+        if table == "daemon":
+            for key in raw:
+                if key not in keys:
+                    raise config.error(f"daemon.{key}", f"unknown key (allowed in [daemon]: {', '.join(keys)})")
+            for host in raw.get("hosts", []):
+                if not isinstance(host, str) or not host.startswith(("unix://", "tcp://", "fd://")):
+                    raise config.error("daemon.hosts", f"expected unix:///path, tcp://ADDR:PORT or fd://, "
+                                                       f"got {host!r}")
 
 
 def validate_tables(config: Config, sections: Mapping[str, tuple[type | None, bool]],

@@ -73,3 +73,48 @@ def test_old_and_unknown_api_versions_are_docker_errors(daemon) -> None:
     assert "This node is not a swarm manager." in json.loads(body)["message"]
     # The daemon keeps serving after bad requests.
     assert _get(daemon, "/_ping")[0] == 200
+
+
+def test_daemon_table_is_shown_by_info_with_its_sources(engine_env: EngineEnv) -> None:
+    engine_env.write_config('[daemon]\nhosts = ["unix:///tmp/pe-x.sock", "tcp://127.0.0.1:2376"]\n'
+                            'tlsverify = true\ngroup = "docker"\n')
+    daemon_info = json.loads(engine_env.run("info", "--format", "json", check=True).stdout)["daemon"]
+    source = f"file:{engine_env.config_path}"
+    assert daemon_info["hosts"] == {"value": ["unix:///tmp/pe-x.sock", "tcp://127.0.0.1:2376"], "source": source}
+    assert daemon_info["tlsverify"] == {"value": True, "source": source}
+    assert daemon_info["group"] == {"value": "docker", "source": source}
+    assert daemon_info["insecure-tcp"] == {"value": False, "source": "default"}
+    text = engine_env.run("info", check=True).stdout
+    assert "group         docker" in text and source in text
+
+
+def test_daemon_default_socket_is_in_the_run_root(engine_env: EngineEnv) -> None:
+    daemon_info = json.loads(engine_env.run("info", "--format", "json", check=True).stdout)["daemon"]
+    assert daemon_info["hosts"] == {"value": [f"unix://{engine_env.run_root}/pyengine.sock"], "source": "default"}
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[daemon]\nhost = ["unix:///x"]\n', ":2: daemon.host: unknown key (allowed in [daemon]: hosts, group"),
+    ('[daemon]\nhosts = "unix:///x"\n', ":2: daemon.hosts: expected list"),
+    ('[daemon]\nhosts = ["http://x"]\n', ":2: daemon.hosts: expected unix:///path, tcp://ADDR:PORT or fd://"),
+    ('[daemon]\ntlsverify = "yes"\n', ":2: daemon.tlsverify: expected boolean"),
+    ('[daemon]\ninsecure-tcp = 1\n', ":2: daemon.insecure-tcp: expected boolean"),
+])
+def test_daemon_table_is_validated(engine_env: EngineEnv, text: str, message: str) -> None:
+    engine_env.write_config(text)
+    for command in ("info", "daemon"):
+        result = engine_env.run(command)
+        assert result.returncode == 2, result
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_daemon_refuses_plain_tcp_beyond_loopback_from_the_table(engine_env: EngineEnv) -> None:
+    engine_env.write_config('[daemon]\nhosts = ["tcp://0.0.0.0:2375"]\n')
+    result = engine_env.run("daemon")
+    assert result.returncode == 2
+    assert "refusing to serve tcp://0.0.0.0:2375 without TLS" in result.stderr
+    # Flags win over the table: here they ask for TLS without its files.
+    result = engine_env.run("daemon", "-H", "tcp://0.0.0.0:1", "--tlsverify")
+    assert result.returncode == 2
+    assert "--tlsverify needs --tlscacert, --tlscert and --tlskey" in result.stderr

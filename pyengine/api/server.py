@@ -47,6 +47,34 @@ def default_socket(run_root: Path) -> str:
     return f"unix://{run_root / 'pyengine.sock'}"
 
 
+#: the ``[daemon]`` keys, as written in the file, and their DaemonOptions field
+DAEMON_KEYS = ("hosts", "group", "tlsverify", "tlscacert", "tlscert", "tlskey", "insecure-tcp", "pidfile")
+
+
+def resolve_options(config: Any, flags: dict[str, Any]) -> tuple[DaemonOptions, dict[str, tuple[Any, str]]]:
+    """The daemon's options from its flags over the config's ``[daemon]`` table over defaults,
+    and for each key its value and source (``flag``, ``file:<path>``, ``default``).
+
+    :param flags: key (as in the file) -> the flag's value, None (or empty) when not given
+    """
+    table = config.table("daemon") or {}
+    defaults = DaemonOptions(hosts=[default_socket(config.run_root)])
+    kwargs: dict[str, Any] = {}
+    sources: dict[str, tuple[Any, str]] = {}
+    for key in DAEMON_KEYS:
+        name = key.replace("-", "_")
+        flag = flags.get(key)
+        if flag not in (None, (), []):
+            value, source = (list(flag) if key == "hosts" else flag), "flag"
+        elif key in table:
+            value, source = table[key], f"file:{config.path}"
+        else:
+            value, source = getattr(defaults, name), "default"
+        kwargs[name] = list(value) if key == "hosts" else value
+        sources[key] = (value, source)
+    return DaemonOptions(**kwargs), sources
+
+
 def _unix_path(host: str) -> str:
     path = host[len("unix://"):]
     if not path.startswith("/"):

@@ -25,20 +25,12 @@ def daemon(state: CliState, hosts: tuple[str, ...], group: str | None, tlsverify
            pidfile: str | None) -> None:
     """Serve the engine over the Docker Engine API (docker CLI, docker-py and Compose work)."""
     from pyengine.api.backend import Backend
-    from pyengine.api.server import DaemonOptions, default_socket, run_daemon
+    from pyengine.api.server import check_hosts, resolve_options, run_daemon
 
     config = state.config()
-    table = config.table("daemon") or {}
-    options = DaemonOptions(
-        hosts=list(hosts) or list(table.get("hosts") or []) or [default_socket(config.run_root)],
-        group=group or table.get("group") or "pyengine",
-        tlsverify=bool(tlsverify if tlsverify is not None else table.get("tlsverify", False)),
-        tlscacert=tlscacert or table.get("tlscacert"), tlscert=tlscert or table.get("tlscert"),
-        tlskey=tlskey or table.get("tlskey"),
-        insecure_tcp=bool(insecure_tcp if insecure_tcp is not None else table.get("insecure-tcp", False)),
-        pidfile=pidfile or table.get("pidfile"))
-    from pyengine.api.server import check_hosts
-
+    options, _ = resolve_options(config, {
+        "hosts": hosts, "group": group, "tlsverify": tlsverify, "tlscacert": tlscacert, "tlscert": tlscert,
+        "tlskey": tlskey, "insecure-tcp": insecure_tcp, "pidfile": pidfile})
     check_hosts(options)
     flags = state.flags
     config_path = state.config_path

@@ -66,11 +66,15 @@ def info(state: CliState, fmt: str) -> None:
 
     fork: dict[str, Any] = {"socket": forkserver.socket_path(), "served": forkserver.SERVED_BY is not None,
                             "pid": forkserver.SERVED_BY}
+    from pyengine.api.server import resolve_options
+
+    _, daemon_sources = resolve_options(engine.config, {})
+    daemon = {key: {"value": value, "source": source} for key, (value, source) in daemon_sources.items()}
     data: dict[str, Any] = {
         "config": config, "config_file": str(engine.config.path) if engine.config.path else None,
         "drivers": drivers,
         "storage": {"driver": storage_spec.name, "plugin": storage_spec.plugin, "status": storage_status},
-        "fork_server": fork}
+        "fork_server": fork, "daemon": daemon}
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
         return
@@ -86,3 +90,14 @@ def info(state: CliState, fmt: str) -> None:
     click.echo(f"\nFork server: {fork['socket'] or '(off)'}")
     served = f"run by the fork server (pid {fork['pid']})" if fork["served"] else "in-process"
     click.echo(f"  this command: {served}")
+    click.echo("\nDaemon ([daemon] table; flags of `pyengine daemon` win):")
+    click.echo(_table([[k, _daemon_value(v["value"]), v["source"]] for k, v in daemon.items()],
+                      ["KEY", "VALUE", "SOURCE"]))
+
+
+def _daemon_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ", ".join(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
