@@ -205,7 +205,17 @@ def visible_changes(storage: Any, layer_id: str, parent: str | None,
     """``docker diff``: the driver's changes without the runtime's own mount points."""
     found = list(storage.changes(layer_id, parent))
     exclude = mount_point_exclusions(found, extra_mount_points)
-    return [c for c in found if not _excluded(c[1], exclude)]
+    kept = [c for c in found if not _excluded(c[1], exclude)]
+    # As Docker's archive.Changes: a directory with changes inside it is itself changed (C),
+    # unless it was added or deleted.
+    listed = {path for _, path in kept}
+    parents: set[str] = set()
+    for _, path in kept:
+        parent = path.rsplit("/", 1)[0]
+        while parent and parent not in listed and parent not in parents:
+            parents.add(parent)
+            parent = parent.rsplit("/", 1)[0]
+    return sorted(kept + [("C", p) for p in parents], key=lambda c: c[1])
 
 
 # -- configs and history -----------------------------------------------------------------------

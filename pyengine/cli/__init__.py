@@ -34,6 +34,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     **{name: f"pyengine.cli.images:{attr}" for name, attr in (
         ("images", "images"), ("image", "image"), ("import", "import_"), ("load", "load"), ("save", "save"),
         ("history", "history"), ("tag", "tag"), ("rmi", "rmi"), ("system", "system"))},
+    **{name: f"pyengine.cli.build:{name}" for name in ("commit", "diff", "cp", "export")},
 }
 
 
