@@ -5,6 +5,7 @@ authorization hook, Docker-style errors).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from typing import Any
 
@@ -112,10 +113,18 @@ async def _close_backend(app: web.Application) -> None:
     app["backend"].close()
 
 
+async def _on_shutdown(app: web.Application) -> None:
+    # Streams that would otherwise run forever (events, logs -f, stats) watch this and end,
+    # so that a SIGTERM waits only for requests that finish by themselves.
+    app["shutdown"].set()
+
+
 def make_app(backend: Any) -> web.Application:
     """The application serving ``backend``'s engine; every route twice (with ``/v{version}``)."""
     app = web.Application(middlewares=[errors, versions, authorize], client_max_size=MAX_JSON_BODY)
     app["backend"] = backend
+    #: set when the daemon stops: endless streams end (see _on_shutdown)
+    app["shutdown"] = asyncio.Event()
     for table in _route_tables():
         for route in table:
             kwargs = dict(route.kwargs)
@@ -124,5 +133,6 @@ def make_app(backend: Any) -> web.Application:
             app.router.add_route(route.method, r"/v{version:[0-9]+(\.[0-9]+)*}" + route.path, route.handler,
                                  **kwargs)
     app.on_response_prepare.append(_on_response_prepare)
+    app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_close_backend)
     return app

@@ -60,7 +60,7 @@ class Backend:
     def volumes(self) -> Any:
         from pyengine.containers.volumes import VolumeStore
 
-        return VolumeStore(self.engine.config.data_root)
+        return VolumeStore(self.engine.config.data_root, events_root=self.engine.config.run_root)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in the pool; its result or its exception."""

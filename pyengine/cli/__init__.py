@@ -30,6 +30,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "exec": "pyengine.cli.containers:exec_",
     "network": "pyengine.cli.network:network",
     "daemon": "pyengine.cli.daemon:daemon",
+    "events": "pyengine.cli.events:events",
     **{name: f"pyengine.cli.registry:{name}" for name in ("pull", "push", "login", "logout", "search")},
     **{name: f"pyengine.cli.images:{attr}" for name, attr in (
         ("images", "images"), ("image", "image"), ("import", "import_"), ("load", "load"), ("save", "save"),

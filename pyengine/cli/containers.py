@@ -747,7 +747,8 @@ def volume() -> None:
 def _volumes(state: CliState) -> Any:
     from pyengine.containers.volumes import VolumeStore
 
-    return VolumeStore(state.config().data_root)
+    config = state.config()
+    return VolumeStore(config.data_root, events_root=config.run_root)
 
 
 def _volume_users(state: CliState, name: str) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from pyengine.cli import CliState, pass_state
+from pyengine.cli.events import events as events_command
 from pyengine.errors import UsageError
 
 
@@ -384,6 +385,9 @@ for _name, _command in (("inspect", image_inspect), ("ls", image_ls), ("rm", rmi
 @click.group("system")
 def system() -> None:
     """Manage the engine's stores."""
+
+
+system.add_command(events_command, "events")
 
 
 @system.command("df")

@@ -46,7 +46,13 @@ class Containers:
 
     # -- helpers other parts call ----------------------------------------------------------
     def emit(self, record: ContainerRecord, event: str, **attributes: str) -> None:
+        """Record the event in the journal (with the container's labels, as dockerd's), then
+        tell the plugins (``pyengine_container_event``)."""
+        from pyengine import events
+
         attrs = {"name": record.name, "image": record.image, **attributes}
+        labels = record.config.get("Labels") or {}
+        events.record(self.engine.config.run_root, "container", event, record.id, {**labels, **attrs})
         self.engine.plugins.emit_container_event(event, record.id, attrs)
 
     def isolators(self) -> list[Any]:

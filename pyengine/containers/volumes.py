@@ -22,7 +22,9 @@ _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 class VolumeStore:
     """The local volume driver's store."""
 
-    def __init__(self, data_root: Path) -> None:
+    def __init__(self, data_root: Path, events_root: Path | None = None) -> None:
+        """:param events_root: the run root whose event journal records create and destroy"""
+        self.events_root = events_root
         self.root = data_root / "volumes"
 
     def create(self, name: str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -38,6 +40,7 @@ class VolumeStore:
         record = {"Name": name, "Driver": "local", "Mountpoint": str(path / "_data"),
                   "CreatedAt": now_iso(), "Labels": labels or {}, "Scope": "local", "Options": {}}
         write_json_atomic(path / "volume.json", record)
+        self._record_event("create", name)
         return record
 
     def inspect(self, name: str) -> dict[str, Any]:
@@ -58,6 +61,13 @@ class VolumeStore:
         if users and not force:
             raise Conflict(f"volume {name} is in use by container(s) {', '.join(u[:12] for u in users)}")
         shutil.rmtree(self.root / name)
+        self._record_event("destroy", name)
+
+    def _record_event(self, action: str, name: str) -> None:
+        if self.events_root is not None:
+            from pyengine import events
+
+            events.record(self.events_root, "volume", action, name, {"driver": "local"})
 
 
 def is_named_volume(source: str) -> bool:

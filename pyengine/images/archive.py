@@ -109,6 +109,8 @@ def load_archive(store: ImageStore, path: str) -> list[tuple[str, Image]]:
     finally:
         archive.close()
     log.info("archive.loaded", path=path, images=len(loaded), ms=round((time.monotonic() - started) * 1000))
+    for name, image in loaded:
+        store.record_event("load", image.id, name or image.id)
     return loaded
 
 
@@ -274,6 +276,8 @@ def save_archive(store: ImageStore, image_refs: list[str], out: IO[bytes], fmt: 
         if fmt == "docker-archive":
             add_bytes("manifest.json", _compact(docker_manifest))
     log.info("archive.saved", images=len(chosen), format=fmt)
+    for ref, image in chosen:
+        store.record_event("save", image.id, parse_reference(ref).familiar() if ref else image.id)
 
 
 def _add_uncompressed(tar: tarfile.TarFile, store: ImageStore, digest: str, diff_id: str, tmp: Path) -> None:
@@ -323,7 +327,9 @@ def import_rootfs(store: ImageStore, stream: IO[bytes], ref: str | None, message
                     "config": {"mediaType": media.OCI_CONFIG, "digest": config_digest, "size": len(config_bytes)},
                     "layers": [{"mediaType": media.layer_type_for(head), "digest": blob_digest,
                                 "size": path.stat().st_size}]}
-        return store.commit_image([parsed] if parsed else [], _compact(manifest), media.OCI_MANIFEST)
+        image = store.commit_image([parsed] if parsed else [], _compact(manifest), media.OCI_MANIFEST)
+        store.record_event("import", image.id, parse_reference(parsed).familiar() if parsed else image.id)
+        return image
     except BaseException:
         store.discard_new_blobs()
         raise

@@ -159,7 +159,20 @@ class ImageStore:
 
     @classmethod
     def for_engine(cls, engine: Any) -> ImageStore:
-        return cls(engine.config.data_root, lambda: engine.storage)
+        store = cls(engine.config.data_root, lambda: engine.storage)
+        store.events_root = engine.config.run_root
+        return store
+
+    #: the run root whose event journal records this store's image events (None: not recorded)
+    events_root: Path | None = None
+
+    def record_event(self, action: str, actor_id: str, name: str) -> None:
+        """An image event (pull, push, tag, untag, delete, load, import, save) in the journal
+        of the engine's run root (:mod:`pyengine.events`); a store made without one records none."""
+        if self.events_root is not None:
+            from pyengine import events
+
+            events.record(self.events_root, "image", action, actor_id, {"name": name})
 
     @property
     def storage(self) -> Any:
@@ -508,6 +521,7 @@ class ImageStore:
             tags = self.tags()
             tags[str(ref)] = image.manifest_digest
             self._write_tags(tags)
+            self.record_event("tag", image.id, ref.familiar())
             return ref
 
     # -- removal ---------------------------------------------------------------------------
@@ -537,6 +551,7 @@ class ImageStore:
                     tags.pop(str(ref), None)
                     out.append(("Untagged", ref.familiar()))
                     self._write_tags(tags)
+                    self.record_event("untag", image.id, ref.familiar())
                     remaining = [t for t in image.tags if t != str(ref)]
                     if remaining:
                         return out
@@ -553,6 +568,7 @@ class ImageStore:
                 if t in tags:
                     tags.pop(t)
                     out.append(("Untagged", parse_reference(t).familiar()))
+                    self.record_event("untag", image.id, parse_reference(t).familiar())
             self._write_tags(tags)
             out.extend(self._delete_image(image.id))
             return out
@@ -564,6 +580,7 @@ class ImageStore:
             return []
         self._image_path(image_id).unlink()
         out = [("Deleted", image_id)]
+        self.record_event("delete", image_id, image_id)
         for chain in reversed(record["layers"]):
             self._drop_layer_ref(chain, image_id)
         referenced = self._referenced_blobs()
@@ -608,6 +625,7 @@ class ImageStore:
                 for t in image.tags:
                     tags.pop(t, None)
                     out.append(("Untagged", parse_reference(t).familiar()))
+                    self.record_event("untag", image.id, parse_reference(t).familiar())
                 self._write_tags(tags)
                 out.extend(self._delete_image(image.id))
             self._collect_orphan_blobs()

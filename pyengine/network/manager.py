@@ -89,6 +89,7 @@ class NetworkManager:
             self.store.save(record)
         log.info("network.created", network=name, id=record.id[:12], driver=driver,
                  subnet=record.subnet, ms=round((time.monotonic() - started) * 1000, 1))
+        self._record_event("create", record)
         return record
 
     def _assign_subnet(self, record: NetworkRecord, subnet: str | None, gateway: str | None,
@@ -158,6 +159,7 @@ class NetworkManager:
             self.driver(record.driver).delete_network(record.id, record.state)
             self.store.delete(record)
         log.info("network.removed", network=record.name, id=record.id[:12])
+        self._record_event("destroy", record)
         return record
 
     def prune(self) -> builtins.list[NetworkRecord]:
@@ -225,6 +227,7 @@ class NetworkManager:
         self.refresh_hosts(fresh)
         log.info("network.connected", network=record.name, container=container_id[:12],
                  address=address, ms=round((time.monotonic() - started) * 1000, 1))
+        self._record_event("connect", record, container_id)
         return endpoint
 
     def disconnect(self, network: str, container_id: str) -> None:
@@ -241,6 +244,14 @@ class NetworkManager:
             self.store.save(fresh)
         self.refresh_hosts(fresh)
         log.info("network.disconnected", network=record.name, container=container_id[:12])
+        self._record_event("disconnect", record, container_id)
+
+    def _record_event(self, action: str, record: NetworkRecord, container_id: str | None = None) -> None:
+        """A network event in the engine's journal, with dockerd's attributes."""
+        from pyengine import events
+
+        events.record(self.engine.config.run_root, "network", action, record.id,
+                      {"container": container_id, "name": record.name, "type": record.driver})
 
     def disconnect_all(self, container_id: str) -> None:
         """Detach a container from every network it is on (called when it ends)."""

@@ -144,6 +144,7 @@ class Puller:
             raise
         with contextlib.suppress(OSError):
             self.incoming.rmdir()
+        self.store.record_event("pull", ref.familiar(), ref.familiar_repository)
         return top_digest, image
 
     def _fetch_all(self, repo: str, blobs: list[dict[str, Any]]) -> None:
@@ -248,6 +249,7 @@ class Pusher:
         tag = ref.tag or ref.digest or "latest"
         self.client.put_manifest(ref.path, tag, media_type, data)
         log.info("image.pushed", ref=str(ref), digest=manifest_digest)
+        self.store.record_event("push", ref.familiar(), ref.familiar_repository)
         return manifest_digest
 
     def _mount_sources(self, ref: Reference) -> list[str]:

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import platform
 
 from aiohttp import web
 
-from pyengine.api.http import API_VERSION, MIN_API_VERSION, error_response, json_response
+from pyengine.api.http import (
+    API_VERSION,
+    MIN_API_VERSION,
+    ApiError,
+    error_response,
+    json_response,
+    json_stream,
+    qfilters,
+    send_json_line,
+)
+from pyengine.errors import UsageError
 
 routes = web.RouteTableDef()
 
@@ -50,6 +61,62 @@ def _arch() -> str:
 @routes.get("/version")
 async def version(request: web.Request) -> web.Response:
     return json_response(version_document())
+
+
+# -- events ----------------------------------------------------------------------------------
+def _time_query(request: web.Request, name: str, now_ns: int) -> int | None:
+    from pyengine.events import parse_time
+
+    value = request.query.get(name)
+    if not value:
+        return None
+    try:
+        return parse_time(value, now_ns)
+    except UsageError as exc:
+        raise ApiError(400, f"invalid {name}: {exc}") from None
+
+
+@routes.get("/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    """The journal's events from ``since`` to ``until``, then new ones as they come (until
+    ``until`` when given, else until the client goes or the daemon stops)."""
+    import time
+
+    from pyengine.events import POLL_SECONDS, EventFilter, journal_for
+
+    backend = request.app["backend"]
+    now = time.time_ns()
+    since_ns = _time_query(request, "since", now)
+    until_ns = _time_query(request, "until", now)
+    event_filter = EventFilter(qfilters(request))
+    journal = journal_for(backend.config.run_root)
+    follower = await backend.run(journal.follower) if until_ns is None or until_ns > now else None
+    try:
+        replay = []
+        if since_ns is not None or until_ns is not None:
+            replay = await backend.run(journal.read, since_ns, min(until_ns or now, now), event_filter)
+        response = await json_stream(request)
+        for event in replay:
+            await send_json_line(response, event)
+        shutdown = request.app["shutdown"]
+        while follower is not None and not shutdown.is_set():
+            if until_ns is not None and time.time_ns() > until_ns:
+                break
+            if request.transport is None or request.transport.is_closing():
+                return response
+            for event in follower.poll():
+                if since_ns is not None and event["timeNano"] <= now:
+                    continue  # replayed above
+                if until_ns is not None and event["timeNano"] > until_ns:
+                    break
+                if event_filter.match(event):
+                    await send_json_line(response, event)
+            await asyncio.sleep(POLL_SECONDS)
+        await response.write_eof()
+        return response
+    finally:
+        if follower is not None:
+            follower.close()
 
 
 _NOT_SWARM = "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect " \
