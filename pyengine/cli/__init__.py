@@ -35,7 +35,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     **{name: f"pyengine.cli.images:{attr}" for name, attr in (
         ("images", "images"), ("image", "image"), ("import", "import_"), ("load", "load"), ("save", "save"),
         ("history", "history"), ("tag", "tag"), ("rmi", "rmi"), ("system", "system"))},
-    **{name: f"pyengine.cli.build:{name}" for name in ("commit", "diff", "cp", "export")},
+    **{name: f"pyengine.cli.build:{name}" for name in ("build", "builder", "commit", "diff", "cp", "export")},
 }
 
 
@@ -73,19 +73,71 @@ class EngineGroup(click.Group):
             return
         self._plugins_asked = True
         try:
-            cli_state(ctx).engine().plugins.add_commands(self)
+            state = cli_state(ctx)
+            if state.remote:
+                return  # plugins' commands drive this machine's engine, not a daemon's
+            state.engine().plugins.add_commands(self)
         except PyEngineError as exc:
             self._config_error = exc  # --help still lists the built-in commands
 
 
 class CliState:
-    """What the global options decided, and the engine built from them on first use."""
+    """What the global options decided, and the engine built from them on first use.
+
+    Commands get their verbs from ``containers()``, ``images()``, ``networks()``, ``volumes()``
+    and ``system()``: the in-process engine's (``pyengine.client.local``) or, when a host is set
+    (``-H``, ``PYENGINE_HOST``, ``DOCKER_HOST``), a daemon's over the Docker Engine API
+    (``pyengine.client.remote``), chosen once here; both answer with Docker-shaped dicts.
+    """
 
     def __init__(self, config_path: str | None, flags: dict[str, Any]) -> None:
         self.config_path = config_path
         self.flags = flags
         self._config: Config | None = None
         self._engine: Engine | None = None
+        self._verbs: Any = None
+
+    @property
+    def remote(self) -> bool:
+        """True when commands go to a daemon (a host is set)."""
+        return bool(self.config()["host"])
+
+    def verbs(self) -> Any:
+        """The engine verbs, local or remote (``LocalEngine`` or ``RemoteEngine``)."""
+        if self._verbs is None:
+            if self.remote:
+                from pyengine.client import connect
+
+                self._verbs = connect(self.config())
+            else:
+                from pyengine.client.local import LocalEngine
+
+                self._verbs = LocalEngine(self.engine())
+        return self._verbs
+
+    def containers(self) -> Any:
+        return self.verbs().containers
+
+    def images(self) -> Any:
+        return self.verbs().images
+
+    def networks(self) -> Any:
+        return self.verbs().networks
+
+    def volumes(self) -> Any:
+        return self.verbs().volumes
+
+    def system(self) -> Any:
+        return self.verbs().system
+
+    def local_only(self, what: str | None = None) -> None:
+        """Refuse, in one line, a command that only makes sense on this machine's engine."""
+        if self.remote:
+            from pyengine.errors import UsageError
+
+            what = what or click.get_current_context().command_path.removeprefix("pyengine ")
+            raise UsageError(f"`{what}` works on this machine's engine only, not through a daemon; "
+                             f"unset -H/PYENGINE_HOST/DOCKER_HOST (host: {self.config()['host']})")
 
     def config(self) -> Config:
         if self._config is None:
@@ -96,6 +148,12 @@ class CliState:
         return self._config
 
     def engine(self) -> Engine:
+        """The in-process engine; refused when a host is set (see ``local_only``)."""
+        self.local_only()
+        return self.local_engine()
+
+    def local_engine(self) -> Engine:
+        """The in-process engine whatever the host (the daemon and the monitor use it)."""
         if self._engine is None:
             from pyengine.engine import Engine
 
@@ -103,6 +161,8 @@ class CliState:
         return self._engine
 
     def close(self) -> None:
+        if self._verbs is not None:
+            self._verbs.close()
         if self._engine is not None:
             self._engine.close()
 
@@ -120,7 +180,8 @@ def cli_state(ctx: click.Context) -> CliState:
     if not isinstance(root.obj, CliState):
         params = root.params
         flags = {name.replace("_", "-"): params.get(name) for name in
-                 ("storage_driver", "data_root", "run_root", "log_level", "log_format", "host")}
+                 ("storage_driver", "data_root", "run_root", "log_level", "log_format", "host", "tlsverify",
+                  "tlscacert", "tlscert", "tlskey")}
         root.obj = CliState(params.get("config_path"), flags)
         root.call_on_close(root.obj.close)
     return root.obj
@@ -136,10 +197,19 @@ def cli_state(ctx: click.Context) -> CliState:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error", "critical"]),
               help="Least severe log event shown [default: warning].")
 @click.option("--log-format", type=click.Choice(["console", "json"]), help="Log rendering [default: console].")
-@click.option("-H", "--host", metavar="URL", help="Daemon to talk to (unix:///path, tcp://host:port).")
+@click.option("-H", "--host", metavar="URL",
+              help="Daemon to send every command to (unix:///path, tcp://host:port) [env: PYENGINE_HOST, "
+                   "DOCKER_HOST; default: none, daemonless].")
+@click.option("--tlsverify", is_flag=True, default=None,
+              help="Use TLS and verify the daemon [env: DOCKER_TLS_VERIFY].")
+@click.option("--tlscacert", metavar="FILE", help="Trust certificates signed by this CA [default: "
+              "$DOCKER_CERT_PATH/ca.pem].")
+@click.option("--tlscert", metavar="FILE", help="TLS certificate of this client [default: $DOCKER_CERT_PATH/cert.pem].")
+@click.option("--tlskey", metavar="FILE", help="TLS key of this client [default: $DOCKER_CERT_PATH/key.pem].")
 @click.pass_context
 def cli(ctx: click.Context, storage_driver: str | None, config_path: str | None, data_root: str | None,
-        run_root: str | None, log_level: str | None, log_format: str | None, host: str | None) -> None:
+        run_root: str | None, log_level: str | None, log_format: str | None, host: str | None,
+        tlsverify: bool | None, tlscacert: str | None, tlscert: str | None, tlskey: str | None) -> None:
     """pyengine: a container engine built around plugins."""
     cli_state(ctx)
 

@@ -216,3 +216,191 @@ def _copy_in(containers: Any, src: str, container: str, dest: str, archive: bool
         copy_to(containers, container, target, stream, copy_uid_gid=archive)
     finally:
         stream.close()
+
+
+# -- build -------------------------------------------------------------------------------------
+def _kv_list(values: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not key or not sep:
+            raise UsageError(f"invalid {what} {value!r}: use KEY=VALUE")
+        out[key] = val
+    return out
+
+
+def _build_args(values: tuple[str, ...]) -> dict[str, str | None]:
+    """``--build-arg K=V``, or ``K`` alone: the value of K in this environment (unset: none)."""
+    out: dict[str, str | None] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not key:
+            raise UsageError(f"invalid --build-arg {value!r}: use KEY[=VALUE]")
+        out[key] = val if sep else os.environ.get(key)
+    return out
+
+
+def _secrets(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for value in values:
+        fields = dict(part.partition("=")[::2] for part in value.split(","))
+        secret_id = fields.get("id")
+        source = fields.get("src") or fields.get("source")
+        if not secret_id or not source:
+            raise UsageError(f"invalid --secret {value!r}: use id=ID,src=PATH")
+        if not os.path.isfile(source):
+            raise UsageError(f"--secret {secret_id}: {source} is not a file")
+        out[secret_id] = os.path.abspath(source)
+    return out
+
+
+def _output(value: str | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    fields = dict(part.partition("=")[::2] for part in value.split(","))
+    kind, dest = fields.get("type"), fields.get("dest")
+    if kind not in ("oci", "docker") or not dest:
+        raise UsageError(f"invalid --output {value!r}: use type=oci|docker,dest=PATH")
+    return kind, dest
+
+
+class _Printer:
+    """Prints the executor's events as the legacy builder's plain lines (only the ID with -q)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.at_line_start = True
+
+    def __call__(self, kind: str, text: str) -> None:
+        if self.quiet:
+            return
+        out = sys.stdout
+        if kind == "output":
+            out.write(text)
+            self.at_line_start = text.endswith("\n")
+        elif kind == "aux":
+            return
+        else:
+            if not self.at_line_start:
+                out.write("\n")
+            stream = sys.stderr if kind == "warning" else out
+            stream.write(text + "\n")
+            self.at_line_start = True
+        out.flush()
+
+
+@click.command("build")
+@click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Name and tag the image.")
+@click.option("-f", "--file", "dockerfile", metavar="FILE", help="The Dockerfile [CONTEXT/Dockerfile]; - for stdin.")
+@click.option("--build-arg", "build_args", multiple=True, metavar="K[=V]", help="Set a build-time variable.")
+@click.option("--target", metavar="STAGE", help="Build this stage (default the last).")
+@click.option("--no-cache", is_flag=True, help="Do not use the build cache.")
+@click.option("--pull", is_flag=True, help="Always pull the base images.")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="Set a label on the image.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image ID.")
+@click.option("--iidfile", metavar="FILE", help="Write the image ID to FILE.")
+@click.option("--network", default="", metavar="MODE", help="RUN's network: none, host, bridge or a network name.")
+@click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=PATH", help="A secret for RUN mounts.")
+@click.option("--add-host", "add_hosts", multiple=True, metavar="HOST:IP", help="Add a line to RUN's /etc/hosts.")
+@click.option("--progress", type=click.Choice(["auto", "plain", "tty"]), default="auto", help="Output style.")
+@click.option("--output", "output", metavar="type=oci|docker,dest=PATH", help="Also write the image as an archive.")
+@click.option("--rm/--no-rm", "remove", default=True, help="Remove intermediate containers (always done).")
+@click.option("--force-rm", is_flag=True, help="Remove intermediate containers even after a failure (always done).")
+@click.argument("context")
+@pass_state
+def build(state: CliState, tags: tuple[str, ...], dockerfile: str | None, build_args: tuple[str, ...],
+          target: str | None, no_cache: bool, pull: bool, labels: tuple[str, ...], quiet: bool,
+          iidfile: str | None, network: str, secrets: tuple[str, ...], add_hosts: tuple[str, ...], progress: str,
+          output: str | None, remove: bool, force_rm: bool, context: str) -> None:
+    """Build an image from a Dockerfile and a context (a directory, or - for a tar on stdin)."""
+    from pyengine.build.context import BuildContext
+    from pyengine.build.dockerfile import parse
+    from pyengine.build.executor import BuildOptions
+    from pyengine.build.executor import build as run_build
+    from pyengine.images.reference import parse_reference
+
+    for tag in tags:
+        if parse_reference(tag).digest:
+            raise UsageError(f"invalid tag {tag!r}: a tag cannot carry a digest")
+    for entry in add_hosts:
+        name, sep, address = entry.partition(":")
+        if not name or not sep or not address:
+            raise UsageError(f"invalid --add-host {entry!r}: use HOST:IP")
+    archive = _output(output)
+    options = BuildOptions(tags=list(tags), build_args=_build_args(build_args), target=target, no_cache=no_cache,
+                           pull=pull, labels=_kv_list(labels, "--label"), network=network,
+                           secrets=_secrets(secrets), extra_hosts=list(add_hosts))
+    if context == "-" and dockerfile == "-":
+        raise UsageError("the context and the Dockerfile cannot both come from stdin")
+    dockerfile_text = None
+    if dockerfile == "-":
+        dockerfile_text = sys.stdin.read()
+    if context == "-":
+        name = dockerfile or "Dockerfile"
+        ctx = BuildContext.from_tar(sys.stdin.buffer, name)
+    else:
+        name = dockerfile if dockerfile and dockerfile != "-" else os.path.join(context, "Dockerfile")
+        ctx = BuildContext.from_directory(context, None if dockerfile == "-" else os.path.abspath(name))
+    try:
+        if dockerfile_text is None:
+            if context == "-":
+                dockerfile_text = ctx.read_dockerfile(name)
+            else:
+                try:
+                    with open(name, encoding="utf-8") as f:
+                        dockerfile_text = f.read()
+                except FileNotFoundError:
+                    raise NotFound(f"unable to prepare context: the Dockerfile {name} does not exist") from None
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise UsageError(f"cannot read the Dockerfile {name}: {exc}") from None
+        parsed = parse(dockerfile_text, os.path.basename(name) if dockerfile != "-" else "Dockerfile")
+        engine = state.engine()
+        image = run_build(engine, parsed, ctx, options, _Printer(quiet))
+    finally:
+        ctx.close()
+    if quiet:
+        click.echo(image.id)
+    if iidfile:
+        with open(iidfile, "w") as f:
+            f.write(image.id)
+    if archive:
+        _write_output(engine, image, *archive)
+
+
+def _write_output(engine: Any, image: Any, kind: str, dest: str) -> None:
+    from pyengine.images.archive import open_output, save_archive
+
+    stream, tmp = open_output(dest)
+    try:
+        save_archive(engine.images, [image.id], stream, "oci-archive" if kind == "oci" else "docker-archive")
+        stream.flush()
+        if tmp:
+            os.fsync(stream.fileno())
+            stream.close()
+            os.rename(tmp, dest)
+    except BaseException:
+        if tmp:
+            stream.close()
+            os.unlink(tmp)
+        raise
+
+
+@click.group("builder")
+def builder() -> None:
+    """Manage the build cache."""
+
+
+@builder.command("prune")
+@click.option("-a", "--all", "all_", is_flag=True, help="Remove all of the build cache (the only kind kept).")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@pass_state
+def builder_prune(state: CliState, all_: bool, force: bool) -> None:
+    """Remove the build cache: step records, cache mounts, intermediate images only it holds."""
+    from pyengine.build.cache import BuildCache
+    from pyengine.cli.images import human_size
+
+    engine = state.engine()
+    removed, freed = BuildCache(engine.config.data_root).prune(engine.images)
+    for image_id in removed:
+        click.echo(f"Deleted: {image_id}")
+    click.echo(f"Total reclaimed space: {human_size(freed)}")
