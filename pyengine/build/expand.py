@@ -201,14 +201,18 @@ class _Lexer:
 
     def _find_unnested(self, stop: str, end_char: str) -> int:
         depth = 0
-        for i in range(self.pos, len(self.text)):
+        i = self.pos
+        while i < len(self.text):
             ch = self.text[i]
-            if ch == "{":
+            i += 1
+            if ch == self.escape:
+                i += 1
+            elif ch == "{":
                 depth += 1
             elif ch == "}" and depth:
                 depth -= 1
             elif depth == 0 and ch in (stop, end_char):
-                return i
+                return i - 1
         raise DockerfileError("syntax error: missing '}'")
 
 
