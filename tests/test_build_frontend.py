@@ -193,7 +193,8 @@ def test_copy_json_form_keeps_spaces() -> None:
 
 def test_add_flags() -> None:
     add = one("ADD --checksum=sha256:abc --keep-git-dir=true --link=false https://x/y.tgz /y\n")
-    assert isinstance(add, Add)
+    assert isinstance(add, Add) and add.unpack is None
+    assert one("ADD --unpack=false a.tgz /y\n").unpack is False
     assert (add.checksum, add.keep_git_dir, add.link, add.sources) == ("sha256:abc", True, False,
                                                                          ["https://x/y.tgz"])
 
@@ -301,7 +302,7 @@ def test_healthcheck_options_in_nanoseconds() -> None:
 
 
 def test_healthcheck_exec_form_and_none() -> None:
-    exec_hc, none = body('HEALTHCHECK CMD ["/bin/check", "-q"]\nhealthcheck none\n')
+    exec_hc, none = body('HEALTHCHECK\tCMD ["/bin/check", "-q"]\nhealthcheck none\n')
     assert exec_hc.test == ["CMD", "/bin/check", "-q"] and exec_hc.interval == 0 and exec_hc.retries == 0
     assert none.test == ["NONE"]
 
@@ -590,6 +591,7 @@ def test_plan_resolves_bases_and_froms() -> None:
             for c in copies] == [("stage", 1, "deps"), ("stage", 2, "2"), ("image", None, "nginx:1.25")]
     run = final.instructions[-1]
     assert p.mount_source(final, run, 0).stage == 0
+    assert p.resolve_from(final, "tools", 99).stage == 2 and p.resolve_from(final, "x:1", 99).kind == "image"
     assert p.images() == ["alpine:3.20", "golang", "busybox", "nginx:1.25"]
 
 

@@ -516,7 +516,7 @@ def _build_add(line: _Line) -> Add:
                chmod=flags.text("chmod"), link=flags.flag("link"), parents=flags.flag("parents"),
                exclude=flags.many("exclude"), heredocs=docs, checksum=flags.text("checksum"),
                keep_git_dir=flags.flag("keep-git-dir"),
-               unpack=flags.values.get("unpack") if "unpack" in flags.values else None)
+               unpack=flags.flag("unpack") if "unpack" in flags.values else None)
 
 
 def _build_cmd(line: _Line) -> Cmd:
@@ -593,7 +593,7 @@ def _build_stopsignal(line: _Line) -> StopSignal:
 def _build_healthcheck(line: _Line) -> Healthcheck:
     flags = _Flags(line.flags, {"interval": "str", "timeout": "str", "start-period": "str",
                                 "start-interval": "str", "retries": "str"})
-    kind, _, rest = line.rest.partition(" ")
+    kind, rest = (line.rest.split(None, 1) + ["", ""])[:2]
     kind = kind.upper()
     rest = rest.strip()
     if not kind:

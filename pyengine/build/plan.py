@@ -80,6 +80,11 @@ class BuildPlan:
         """What the ``from`` of ``instruction.mounts[mount_index]`` names (``context`` if none)."""
         return self.sources.get((stage.index, instruction.line, mount_index), Source("context"))
 
+    def resolve_from(self, stage: Stage, word: str, line: int) -> Source:
+        """An already expanded ``--from`` word of ``stage`` (e.g. in an inherited ONBUILD
+        trigger, which the plan could not see): a stage by name or index, else an image."""
+        return _resolve_from(self.dockerfile, stage, word, line)
+
     def images(self) -> list[str]:
         """Every image reference the needed stages use (bases and ``--from``), first use first."""
         refs: list[str] = []
