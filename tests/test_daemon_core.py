@@ -4,9 +4,14 @@ and the versioned and unversioned paths."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
+import time
+from pathlib import Path
 
 import pytest
+from containers_support import busybox_rootfs_tar, remove_all_containers
 from daemon_support import start_daemon
 
 from conftest import EngineEnv, need_root
@@ -118,3 +123,150 @@ def test_daemon_refuses_plain_tcp_beyond_loopback_from_the_table(engine_env: Eng
     result = engine_env.run("daemon", "-H", "tcp://0.0.0.0:1", "--tlsverify")
     assert result.returncode == 2
     assert "--tlsverify needs --tlscacert, --tlscert and --tlskey" in result.stderr
+
+
+# -- /info, /system/df, /auth ------------------------------------------------------------------
+@pytest.fixture
+def busybox_daemon(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory):
+    need_root()
+    tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
+    engine_env.run("import", str(tar), "busybox:latest", check=True)
+    d = start_daemon(engine_env)
+    yield d
+    remove_all_containers(engine_env.run)
+    assert d.stop() == 0
+
+
+def test_docker_info_prints_the_engine(busybox_daemon) -> None:
+    result = busybox_daemon.docker("info", check=True)
+    assert "ERROR" not in result.stderr and "WARNING: API is accessible" not in result.stderr
+    assert " Images: 1" in result.stdout
+    assert " Storage Driver: " in result.stdout and " Cgroup Driver: cgroupfs" in result.stdout
+    assert f" Docker Root Dir: {busybox_daemon.env['PYENGINE_DATA_ROOT']}" in result.stdout
+    assert " Swarm: inactive" in result.stdout and "  seccomp" in result.stdout
+    info = busybox_daemon.client().info()
+    assert info["OSType"] == "linux" and info["NCPU"] == len(os.sched_getaffinity(0))
+    assert info["CgroupVersion"] == ("2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1")
+    assert info["SecurityOptions"][0] == "name=seccomp,profile=builtin"
+    assert info["Containers"] == 0 and info["ServerVersion"]
+    again = busybox_daemon.client().info()
+    assert again["ID"] == info["ID"]  # a lasting identity
+
+
+def test_info_counts_containers_run_daemonless(busybox_daemon, engine_env: EngineEnv) -> None:
+    engine_env.run("run", "-d", "--name", "counted", "busybox", "sleep", "60", check=True)
+    engine_env.run("create", "--name", "made", "busybox", "true", check=True)
+    info = busybox_daemon.client().info()
+    assert (info["Containers"], info["ContainersRunning"], info["ContainersStopped"]) == (2, 1, 1)
+    fmt = busybox_daemon.docker("info", "--format", "{{.ContainersRunning}} {{.Images}}", check=True)
+    assert fmt.stdout.strip() == "1 1"
+
+
+def test_system_df_lists_images_containers_and_volumes(busybox_daemon, engine_env: EngineEnv) -> None:
+    engine_env.run("run", "-d", "--name", "dfc", "-v", "dfvol:/data", "busybox", "sh", "-c",
+                   "head -c 100000 /dev/zero > /data/f; sleep 60", check=True)
+    time.sleep(0.5)
+    result = busybox_daemon.docker("system", "df", check=True)
+    lines = {line.split()[0] + (" " + line.split()[1] if line.startswith(("Local", "Build")) else ""): line.split()
+             for line in result.stdout.splitlines()[1:]}
+    assert lines["Images"][1:3] == ["1", "1"]
+    assert lines["Containers"][1:3] == ["1", "1"]
+    assert lines["Local Volumes"][2:4] == ["1", "1"]
+    verbose = busybox_daemon.docker("system", "df", "-v", check=True).stdout
+    assert "busybox      latest" in verbose and "dfc" in verbose
+    assert re.search(r"dfvol\s+1\s+10\d(\.\d)?kB", verbose), verbose
+    df = busybox_daemon.client().df()
+    assert df["LayersSize"] > 0 and df["Images"][0]["Containers"] == 1
+    assert df["Volumes"][0]["UsageData"] == {"Size": df["Volumes"][0]["UsageData"]["Size"], "RefCount": 1}
+    assert df["Volumes"][0]["UsageData"]["Size"] >= 100000
+    assert df["Containers"][0]["Names"] == ["/dfc"]
+
+
+def test_docker_login_checks_credentials_against_the_registry(engine_env: EngineEnv, tmp_path: Path) -> None:
+    need_root()
+    import registry_fixtures as rf
+
+    reg = rf.start_registry(tmp_path / "reg", auth="htpasswd", users={"alice": "s3cret"})
+    try:
+        engine_env.write_config(f'[registries."{reg.host}"]\nca-file = "{reg.ca}"\n')
+        d = start_daemon(engine_env)
+        try:
+            good = d.docker("login", "-u", "alice", "--password-stdin", reg.host, input="s3cret\n")
+            assert good.returncode == 0, good.stderr
+            assert "Login Succeeded" in good.stdout
+            stored = json.loads((d.docker_config / "config.json").read_text())
+            assert reg.host in stored["auths"]  # the client keeps the credentials, as with dockerd
+            bad = d.docker("login", "-u", "alice", "--password-stdin", reg.host, input="wrong\n")
+            assert bad.returncode != 0
+            assert "Error response from daemon: login attempt to" in bad.stderr
+            assert "401 Unauthorized" in bad.stderr
+            status, _, body = _request(d, "POST", "/v1.45/auth", b'{"username": "alice", "password": "s3cret", '
+                                       b'"serveraddress": "' + reg.host.encode() + b'"}')
+            assert (status, json.loads(body)) == (200, {"Status": "Login Succeeded", "IdentityToken": ""})
+        finally:
+            assert d.stop() == 0
+    finally:
+        reg.stop()
+
+
+# -- bad input -------------------------------------------------------------------------------------
+def _request(daemon, method: str, path: str, body: bytes = b"", headers: str = "") -> tuple[int, dict, bytes]:
+    head = (f"{method} {path} HTTP/1.1\r\nHost: d\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{headers}\r\n").encode()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(daemon.socket_path))
+        try:
+            s.sendall(head + body)
+        except BrokenPipeError:
+            pass  # the daemon answered before reading all of a huge body
+        chunks = []
+        while True:
+            try:
+                data = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+    reply = b"".join(chunks)
+    head_bytes, _, payload = reply.partition(b"\r\n\r\n")
+    lines = head_bytes.decode().split("\r\n")
+    parsed = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    if parsed.get("transfer-encoding") == "chunked":
+        out, rest = b"", payload
+        while rest:
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line, 16)
+            if not size:
+                break
+            out, rest = out + rest[:size], rest[size + 2:]
+        payload = out
+    return int(lines[0].split()[1]), parsed, payload
+
+
+def test_bad_input_is_a_docker_error_and_the_daemon_keeps_serving(daemon) -> None:
+    cases = [
+        (("POST", "/v1.45/auth", b'{"username": "a", '), 400, "invalid JSON"),
+        (("POST", "/auth", b'["a list"]'), 400, "expected an object"),
+        (("POST", "/v1.45/auth", b'{"username": 5, "password": "x"}'), 400,
+         "json: cannot unmarshal int into field username of type str"),
+        (("POST", "/v1.45/auth", b'{"username": true}'), 400, "cannot unmarshal bool into field username"),
+        (("POST", "/v1.45/auth", b"{" + b" " * (17 * 1024 * 1024) + b"}"), 413, "request body too large"),
+        (("GET", "/v1.45/containers/../../../etc/passwd", b""), 404, "page not found"),
+        (("GET", "/v1.45/_ping/..%2F..%2Fetc%2Fpasswd", b""), 404, "page not found"),
+        (("GET", "/v1.10/info", b""), 400, "client version 1.10 is too old"),
+        (("GET", "/v9.99/info", b""), 400, "is too new"),
+        (("GET", "/v1.x/info", b""), 404, "page not found"),
+        (("GET", "/events?since=yesterday-ish", b""), 400, "invalid since"),
+        (("GET", "/events?filters=%7Bnot-json", b""), 400, "invalid filter"),
+        (("GET", "/events?filters=%7B%22colour%22%3A%5B%22red%22%5D%7D", b""), 400, "invalid filter 'colour'"),
+        (("GET", "/system/df?type=everything", b""), 400, "invalid type 'everything'"),
+    ]
+    for (method, path, body), status, message in cases:
+        got, headers, payload = _request(daemon, method, path, body)
+        assert got == status, (path, got, payload[:200])
+        assert headers["content-type"].startswith("application/json"), (path, headers)
+        assert message in json.loads(payload)["message"], (path, payload[:300])
+        assert _request(daemon, "GET", "/_ping")[0] == 200
+    assert "Traceback" not in daemon.log()
+    assert daemon.docker("version", check=True).returncode == 0

@@ -1,4 +1,5 @@
-"""System routes: /_ping, /version, /info, and the swarm endpoints a non-swarm dockerd answers."""
+"""System routes: /_ping, /version, /info, /system/df, /auth, /events, and the swarm endpoints a
+non-swarm dockerd answers."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from pyengine.api.http import (
     json_response,
     json_stream,
     qfilters,
+    read_json,
     send_json_line,
+    typed,
 )
 from pyengine.errors import UsageError
 
@@ -61,6 +64,41 @@ def _arch() -> str:
 @routes.get("/version")
 async def version(request: web.Request) -> web.Response:
     return json_response(version_document())
+
+
+@routes.get("/info")
+async def info(request: web.Request) -> web.Response:
+    from pyengine import sysinfo
+
+    backend = request.app["backend"]
+    return json_response(await backend.run(sysinfo.system_info, backend.engine))
+
+
+@routes.get("/system/df")
+async def disk_usage(request: web.Request) -> web.Response:
+    from pyengine import sysinfo
+
+    backend = request.app["backend"]
+    types = request.query.getall("type", []) or None
+    return json_response(await backend.run(sysinfo.disk_usage, backend.engine, types))
+
+
+@routes.post("/auth")
+async def auth(request: web.Request) -> web.Response:
+    """Check credentials against a registry (the daemon stores none: the client keeps them)."""
+    from pyengine.registry import verbs
+    from pyengine.registry.client import RegistryAuthError
+
+    body = await read_json(request, required=True)
+    username = typed(body, "username", str, "")
+    password = typed(body, "password", str, "")
+    server = typed(body, "serveraddress", str, "") or "docker.io"
+    backend = request.app["backend"]
+    try:
+        await backend.run(verbs.check_login, backend.engine, server, username, password)
+    except RegistryAuthError as exc:
+        raise ApiError(401, f"login attempt to {server} failed with status: 401 Unauthorized ({exc})") from None
+    return json_response({"Status": "Login Succeeded", "IdentityToken": ""})
 
 
 # -- events ----------------------------------------------------------------------------------
