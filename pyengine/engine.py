@@ -15,6 +15,7 @@ from typing import Any
 from pyengine.config import Config, validate_tables
 from pyengine.drivers import DRIVER_KINDS, DriverContext, DriverSpec
 from pyengine.errors import DriverNotSupported, PluginError, PyEngineError, UsageError
+from pyengine.fsutil import secure_roots
 from pyengine.log import get_logger
 from pyengine.plugin.manager import PluginHost, _reason
 
@@ -41,6 +42,8 @@ class DriverState:
 
 def make_plugin_host(config: Config, environ: dict[str, str] | None = None) -> PluginHost:
     """A plugin host with every entry point loaded, honouring both ways of disabling."""
+    # Before the entry-point cache is written into the run root, which may make it.
+    secure_roots(config.data_root, config.run_root)
     environ = dict(os.environ) if environ is None else environ
     from_env = [n for n in environ.get("PYENGINE_DISABLE_PLUGINS", "").split(",") if n.strip()]
     from_file = config.disabled_plugins
@@ -59,6 +62,9 @@ class Engine:
 
     def __init__(self, config: Config, plugins: PluginHost | None = None) -> None:
         self.config = config
+        # Once per process and root: an existing root left too open is tightened here, before
+        # any driver or store looks inside it, and one made later gets its mode (fsutil).
+        secure_roots(config.data_root, config.run_root)
         self.plugins = plugins if plugins is not None else make_plugin_host(config)
         sections = {}
         for kind in DRIVER_KINDS:

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from pyengine.cgroups import check_container_id
+from pyengine.fsutil import make_dirs
 
 
 class PathRecords:
@@ -27,7 +28,7 @@ class PathRecords:
         target = self._file(container_id)
         if target is None:
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(target.parent)
         temp = target.with_suffix(".json.tmp")
         with open(temp, "w") as f:
             json.dump({"paths": paths}, f)

@@ -66,8 +66,9 @@ class Containers:
         :param endpoint: ``{"Aliases": [...], "IPAddress": ...}`` on its first network
         """
         from pyengine.containers.networking import resolve_network_config
-        from pyengine.containers.spec import merge_image_config
+        from pyengine.containers.spec import merge_image_config, parse_security_opts
 
+        parse_security_opts(host_config.get("SecurityOpt"))  # refused before anything is made
         try:
             image = self.engine.images.resolve_image(image_ref)
         except NotFound as exc:
@@ -153,7 +154,8 @@ class Containers:
             isolators.append(NetworkAttachment(self, record, self.store.dir(record.id)))
         rootfs = self.engine.storage.get(record.layer_id)
         try:
-            spec = build_spec(record, rootfs, self.store.dir(record.id), shared_network=shared)
+            spec = build_spec(record, rootfs, self.store.dir(record.id), shared_network=shared,
+                              no_new_privileges=bool(self.engine.config["no-new-privileges"]))
             stdin, stdout, stderr = stdio if stdio else (None, None, None)
             return launch(record.id, spec, isolators, stdin=stdin, stdout=stdout, stderr=stderr)
         except BaseException:

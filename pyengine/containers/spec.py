@@ -7,7 +7,9 @@ capabilities, masked paths, /dev) come from ``pyengine.runtime.spec``.
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,6 +97,111 @@ def resolve_user(rootfs: Path, user: str) -> tuple[int, int, list[int]]:
     return uid, gid or 0, extra
 
 
+@dataclass
+class SecurityOptions:
+    """What ``--security-opt`` asked for, checked as dockerd checks it."""
+
+    #: None: the engine's default (the config key ``no-new-privileges``)
+    no_new_privileges: bool | None = None
+    seccomp_unconfined: bool = False
+    #: ``systempaths=unconfined``: no masked and no read-only paths under /proc and /sys
+    systempaths_unconfined: bool = False
+    mask: list[str] = field(default_factory=list)
+    #: paths taken off the masked and read-only lists; ``ALL`` for all of them
+    unmask: list[str] = field(default_factory=list)
+
+
+_BOOLS = {"1": True, "t": True, "T": True, "true": True, "TRUE": True, "True": True,
+          "0": False, "f": False, "F": False, "false": False, "FALSE": False, "False": False}
+
+
+def _security_opt_error(number: int, opt: str) -> UsageError:
+    # dockerd's words (daemon/daemon_unix.go): 1 when there is no KEY=VALUE, 2 for a key or a
+    # value it does not know; Go's %q quoting is JSON's for what a command line holds.
+    error = UsageError(f"invalid --security-opt {number}: {json.dumps(opt)}")
+    error.exit_code = 125
+    return error
+
+
+def parse_security_opts(values: list[str] | None) -> SecurityOptions:
+    """``--security-opt`` values, as dockerd reads them: ``no-new-privileges`` alone or with
+    ``=``/``:`` and a boolean, ``seccomp=unconfined``, ``systempaths=unconfined``,
+    ``mask=PATHS`` and ``unmask=PATHS|ALL`` (colon-separated, as podman's), ``apparmor=unconfined``
+    and ``label=disable`` (no-ops: the engine applies no LSM profile). ``KEY:VALUE`` is the old
+    spelling of ``KEY=VALUE``.
+
+    :raises UsageError: (exit status 125) for anything else, in dockerd's words, and for what
+        Docker would accept but this engine cannot apply (a seccomp profile file, an AppArmor
+        profile, an SELinux label): a confinement asked for and silently not given is worse
+        than a refusal
+    """
+    options = SecurityOptions()
+    for opt in values or []:
+        if opt == "no-new-privileges":
+            options.no_new_privileges = True
+            continue
+        if "=" in opt:
+            key, _, value = opt.partition("=")
+        elif ":" in opt:
+            key, _, value = opt.partition(":")
+        else:
+            raise _security_opt_error(1, opt)
+        if key == "no-new-privileges":
+            if value not in _BOOLS:
+                raise _security_opt_error(2, opt)
+            options.no_new_privileges = _BOOLS[value]
+        elif key == "seccomp":
+            if value != "unconfined":
+                raise _unsupported(opt, "a seccomp profile other than Docker's default; "
+                                        "only seccomp=unconfined can replace it")
+            options.seccomp_unconfined = True
+        elif key == "systempaths":
+            if value != "unconfined":
+                raise _security_opt_error(2, opt)
+            options.systempaths_unconfined = True
+        elif key in ("mask", "unmask"):
+            paths = [p for p in value.split(":") if p]
+            if not paths or any(p != "ALL" and not p.startswith("/") for p in paths) or \
+                    (key == "mask" and "ALL" in paths):
+                raise _security_opt_error(2, opt)
+            getattr(options, key).extend(paths)
+        elif key == "apparmor":
+            if value != "unconfined":
+                raise _unsupported(opt, "AppArmor profiles (this engine applies none; apparmor=unconfined is "
+                                        "accepted)")
+        elif key == "label":
+            if value not in ("disable", "disable:true"):
+                raise _unsupported(opt, "SELinux labels (this engine applies none; label=disable is accepted)")
+        else:
+            raise _security_opt_error(2, opt)
+    return options
+
+
+def _unsupported(opt: str, what: str) -> UsageError:
+    error = UsageError(f"invalid --security-opt {json.dumps(opt)}: pyengine does not support {what}")
+    error.exit_code = 125
+    return error
+
+
+def _apply_security_opts(spec: dict[str, Any], options: SecurityOptions, no_new_privileges_default: bool) -> None:
+    """The parsed ``--security-opt`` values on a spec: seccomp, no_new_privs, masked paths."""
+    linux = spec["linux"]
+    if options.seccomp_unconfined:
+        linux.pop("seccomp", None)
+    nnp = options.no_new_privileges
+    spec["process"]["noNewPrivileges"] = no_new_privileges_default if nnp is None else nnp
+    if options.systempaths_unconfined:
+        linux["maskedPaths"], linux["readonlyPaths"] = [], []
+    for path in options.mask:
+        if path not in linux.setdefault("maskedPaths", []):
+            linux["maskedPaths"].append(path)
+    if "ALL" in options.unmask:
+        linux["maskedPaths"], linux["readonlyPaths"] = [], []
+    elif options.unmask:
+        for key in ("maskedPaths", "readonlyPaths"):
+            linux[key] = [p for p in linux.get(key) or [] if p not in options.unmask]
+
+
 def resources(host_config: dict[str, Any]) -> dict[str, Any]:
     """Docker's HostConfig limits as OCI ``linux.resources``."""
     res: dict[str, Any] = {}
@@ -133,11 +240,14 @@ def resources(host_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path,
-               shared_network: tuple[str, Path] | None = None) -> dict[str, Any]:
+               shared_network: tuple[str, Path] | None = None, *,
+               no_new_privileges: bool = False) -> dict[str, Any]:
     """The OCI runtime spec for one start of the container.
 
     :param shared_network: with ``--network container:X``, X's network namespace path and its
         directory (whose hosts and resolv.conf the container shares, as in Docker)
+    :param no_new_privileges: the engine's default (dockerd's ``no-new-privileges``), for a
+        container whose ``--security-opt`` does not say
     """
     from pyengine.runtime.spec import default_spec
 
@@ -161,11 +271,7 @@ def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path,
             by_type["RLIMIT_" + ulimit["Name"].upper()] = {
                 "type": "RLIMIT_" + ulimit["Name"].upper(), "soft": int(ulimit["Soft"]), "hard": int(ulimit["Hard"])}
         process["rlimits"] = list(by_type.values())
-    sec = [s for s in host.get("SecurityOpt") or []]
-    if "seccomp=unconfined" in sec or "seccomp:unconfined" in sec:
-        spec["linux"].pop("seccomp", None)
-    if "no-new-privileges=false" in sec:
-        process["noNewPrivileges"] = False
+    _apply_security_opts(spec, parse_security_opts(host.get("SecurityOpt")), no_new_privileges)
     spec["linux"]["resources"].update(resources(host))  # beside the device rules
     mounts = spec.setdefault("mounts", [])
     for target, options in (host.get("Tmpfs") or {}).items():
@@ -180,7 +286,8 @@ def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path,
                        "options": ["rbind", "ro" if mode == "ro" else "rw"]})
     network_mode = host.get("NetworkMode") or "none"
     mounts.extend(_etc_files(record, container_dir, spec["hostname"], network_mode,
-                             shared_network[1] if shared_network else None))
+                             shared_network[1] if shared_network else None,
+                             read_only=spec["root"]["readonly"]))
     if host.get("Init"):
         spec.setdefault("annotations", {})["pyengine.init"] = "true"
     if network_mode == "host":
@@ -193,11 +300,12 @@ def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path,
 
 
 def _etc_files(record: ContainerRecord, container_dir: Path, hostname: str, network_mode: str,
-               shared_dir: Path | None = None) -> list[dict[str, Any]]:
+               shared_dir: Path | None = None, *, read_only: bool = False) -> list[dict[str, Any]]:
     """/etc/hostname, /etc/hosts and /etc/resolv.conf for the container, bind-mounted from its
     directory as Docker does (the host's own files with the host network, the other
-    container's with ``container:``). On a bridge network the network side rewrites hosts and
-    resolv.conf once the container has its addresses."""
+    container's with ``container:``), read-only with ``--read-only`` as Docker's. On a bridge
+    network the network side rewrites hosts and resolv.conf once the container has its
+    addresses."""
     if network_mode == "host":
         sources = {"hosts": Path("/etc/hosts"), "resolv.conf": Path("/etc/resolv.conf")}
     elif shared_dir is not None:
@@ -216,7 +324,8 @@ def _etc_files(record: ContainerRecord, container_dir: Path, hostname: str, netw
         sources = {"hosts": container_dir / "hosts", "resolv.conf": container_dir / "resolv.conf"}
     (container_dir / "hostname").write_text(hostname + "\n")
     sources["hostname"] = container_dir / "hostname"
-    return [{"destination": f"/etc/{name}", "type": "bind", "source": str(path), "options": ["rbind", "rw"]}
+    mode = "ro" if read_only else "rw"
+    return [{"destination": f"/etc/{name}", "type": "bind", "source": str(path), "options": ["rbind", mode]}
             for name, path in sources.items() if path.exists()]
 
 
@@ -277,7 +386,16 @@ def exec_spec(record: ContainerRecord, args: list[str], *, user: str | None, env
     process["user"] = {"uid": uid, "gid": gid, "additionalGids": extra}
     if not privileged:
         _capabilities(spec, host)
-    sec = host.get("SecurityOpt") or []
-    if "seccomp=unconfined" in sec or "seccomp:unconfined" in sec:
-        spec["linux"].pop("seccomp", None)
+    # As Docker's exec: the container's no_new_privs, whether its --security-opt or the
+    # engine's default at its start set it; the running PID 1 says which.
+    _apply_security_opts(spec, parse_security_opts(host.get("SecurityOpt")),
+                         _no_new_privs_of(record.state.pid))
     return spec
+
+
+def _no_new_privs_of(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.split() == ["NoNewPrivs:", "1"] for line in f)
+    except OSError:
+        return False

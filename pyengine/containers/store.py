@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pyengine.errors import Conflict, NotFound, UsageError
-from pyengine.fsutil import flocked, write_json_atomic
+from pyengine.fsutil import PRIVATE_MODE, flocked, make_dirs, write_json_atomic
 
 
 def now_iso() -> str:
@@ -102,9 +102,7 @@ class ContainerStore:
         return self.root / container_id
 
     def run_path(self, container_id: str) -> Path:
-        path = self.run_dir / container_id
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return make_dirs(self.run_dir / container_id)
 
     def log_path(self, container_id: str) -> Path:
         return self.dir(container_id) / f"{container_id}-json.log"
@@ -131,10 +129,12 @@ class ContainerStore:
         """Persist a new container; the name must be free (call under ``lock``)."""
         for other in self.list():
             if other.name == record.name:
-                raise Conflict(f"the container name {record.name!r} is already in use by container "
-                               f"{other.id[:12]}; remove or rename it first")
+                raise Conflict(f"Conflict. The container name \"/{record.name}\" is already in use by container "
+                               f"\"{other.id}\". You have to remove (or rename) that container to be able to reuse "
+                               "that name.")
         path = self.dir(record.id)
-        path.mkdir(parents=True)
+        make_dirs(path.parent)
+        os.mkdir(path, PRIVATE_MODE)
         write_json_atomic(path / "state.json", asdict(record.state))
         write_json_atomic(path / "config.json", record.as_config())
 

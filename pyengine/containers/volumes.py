@@ -14,7 +14,7 @@ from typing import Any
 
 from pyengine.containers.store import now_iso
 from pyengine.errors import Conflict, NotFound, UsageError
-from pyengine.fsutil import write_json_atomic
+from pyengine.fsutil import DATA_ROOT_MODE, make_dirs, secure_root, write_json_atomic
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 
@@ -25,6 +25,7 @@ class VolumeStore:
     def __init__(self, data_root: Path, events_root: Path | None = None) -> None:
         """:param events_root: the run root whose event journal records create and destroy"""
         self.events_root = events_root
+        secure_root(data_root, DATA_ROOT_MODE)  # the volume commands need no engine
         self.root = data_root / "volumes"
 
     def create(self, name: str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -36,7 +37,9 @@ class VolumeStore:
         path = self.root / name
         if (path / "volume.json").exists():
             return self.inspect(name)
-        (path / "_data").mkdir(parents=True, exist_ok=True)
+        # As Docker's: volumes/ and volumes/<name> root's only, _data 0755 so that a container
+        # user other than root can enter a volume whose content it owns.
+        make_dirs(path / "_data", 0o755)
         record = {"Name": name, "Driver": "local", "Mountpoint": str(path / "_data"),
                   "CreatedAt": now_iso(), "Labels": labels or {}, "Scope": "local", "Options": {}}
         write_json_atomic(path / "volume.json", record)

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyengine.fsutil import make_dirs
+
 
 @dataclass
 class Count:
@@ -29,7 +31,7 @@ class MountCounts:
     @contextmanager
     def locked(self, layer_id: str) -> Iterator[Count]:
         """The layer's count, locked against every other process until the block ends."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.directory)
         path = self.directory / layer_id
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)

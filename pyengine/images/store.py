@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pyengine.errors import Conflict, InvalidArchive, NotFound, PyEngineError, UsageError
+from pyengine.fsutil import make_dirs
 from pyengine.images import media
 from pyengine.images.reference import DIGEST_RE, Reference, looks_like_id, parse_reference
 from pyengine.log import get_logger
@@ -183,7 +184,7 @@ class ImageStore:
 
     def _ensure_dirs(self) -> None:
         for path in (self.blob_dir, self.tmp_dir, self.image_dir, self.layer_dir):
-            path.mkdir(parents=True, exist_ok=True)
+            make_dirs(path)
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

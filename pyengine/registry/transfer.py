@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pyengine.errors import InvalidArchive, NotFound, UsageError
+from pyengine.fsutil import make_dirs
 from pyengine.images import media
 from pyengine.images.reference import Reference
 from pyengine.log import get_logger
@@ -170,7 +171,7 @@ class Puller:
     def _fetch(self, repo: str, desc: dict[str, Any]) -> None:
         digest, size = desc["digest"], desc.get("size")
         self.store.blob_path(digest)  # rejects malformed digests before they name a file
-        self.incoming.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.incoming)
         partial = self.incoming / f"{digest.split(':', 1)[1]}.partial"
         hasher = hashlib.sha256()
         offset = 0

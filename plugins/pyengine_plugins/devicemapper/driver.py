@@ -23,7 +23,7 @@ from typing import IO, Any
 
 from pyengine.drivers import DriverContext
 from pyengine.errors import Conflict, DriverError, NotFound, UsageError
-from pyengine.fsutil import write_json_atomic
+from pyengine.fsutil import PRIVATE_MODE, make_dirs, secure_root, write_json_atomic
 from pyengine.log import get_logger
 from pyengine_plugins.devicemapper import DevicemapperOptions, dm, parse_size
 
@@ -59,6 +59,7 @@ class DevicemapperDriver:
         self.options = options
         self.fs = options.fs
         self.root = ctx.state_dir
+        secure_root(self.root, PRIVATE_MODE)  # layers' setuid files: for root's eyes only
         self.mnt = self.root / "mnt"
         self.loop_dir = self.root / "devicemapper"
         self.meta_path = self.root / "metadata.json"
@@ -85,7 +86,7 @@ class DevicemapperDriver:
         """Hold the driver lock (re-entrant), with the pool up."""
         with self._thread_lock:
             if self._depth == 0:
-                self.root.mkdir(parents=True, exist_ok=True)
+                make_dirs(self.root)
                 self._lock_file = open(self.root / "lock", "a")  # noqa: SIM115 - held across calls
                 fcntl.flock(self._lock_file, fcntl.LOCK_EX)
             self._depth += 1
@@ -131,7 +132,7 @@ class DevicemapperDriver:
         if not self.own_pool:
             raise DriverError(f"thin pool {self.pool!r} is not active (see `dmsetup status`)")
         started = time.monotonic()
-        self.loop_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.loop_dir)
         data_file, meta_file = self.loop_dir / "data", self.loop_dir / "metadata"
         data_size = parse_size(self.options.data_size)
         for path, size in ((data_file, data_size), (meta_file, parse_size(self.options.metadata_size))):
@@ -217,7 +218,7 @@ class DevicemapperDriver:
         try:
             dm.activate_thin(self.pool, name, device_id, size)
             dm.mkfs(self.fs, dm.device_path(name))
-            target.mkdir(parents=True, exist_ok=True)
+            make_dirs(target)
             dm.mount(self.fs, dm.device_path(name), target)
             try:
                 # Layers live in a subdirectory, so the filesystem's own lost+found stays out
@@ -288,7 +289,7 @@ class DevicemapperDriver:
         record = meta["layers"][layer_id]
         name = self._device_name(record["device_id"])
         target = self.mnt / layer_id
-        target.mkdir(parents=True, exist_ok=True)
+        make_dirs(target)
         dm.activate_thin(self.pool, name, record["device_id"], size)
         try:
             dm.mount(self.fs, dm.device_path(name), target)
@@ -339,7 +340,7 @@ class DevicemapperDriver:
             # The count may be stale (a process died holding it); what is mounted is the truth.
             if not os.path.ismount(target):
                 name = self._device_name(record["device_id"])
-                target.mkdir(parents=True, exist_ok=True)
+                make_dirs(target)
                 dm.activate_thin(self.pool, name, record["device_id"], record["size"])
                 try:
                     dm.mount(self.fs, dm.device_path(name), target)

@@ -26,7 +26,7 @@ from typing import BinaryIO
 from pyengine.drivers import DriverContext
 from pyengine.drivers.counts import MountCounts
 from pyengine.errors import Conflict, DriverError, DriverNotSupported, NotFound
-from pyengine.fsutil import write_json_atomic
+from pyengine.fsutil import PRIVATE_MODE, make_dirs, secure_root, write_json_atomic
 from pyengine.log import get_logger
 
 log = get_logger("pyengine.storage.overlay")
@@ -143,6 +143,7 @@ class OverlayDriver:
     def __init__(self, ctx: DriverContext) -> None:
         probe(ctx)
         self.root = ctx.state_dir
+        secure_root(self.root, PRIVATE_MODE)  # layers' setuid files: for root's eyes only
         self.counts = MountCounts(ctx.run_root / "storage" / "overlay")
 
     # -- layout ----------------------------------------------------------------------------
@@ -180,10 +181,11 @@ class OverlayDriver:
             raise DriverError(f"layer {layer_id} already exists")
         if parent is not None and not self.exists(parent):
             raise NotFound(f"parent layer {parent} does not exist")
-        (self.root / "l").mkdir(parents=True, exist_ok=True)
+        make_dirs(self.root / "l")
         tmp = self.root / f".tmp-{layer_id}"
         shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "diff").mkdir(parents=True, mode=0o755)
+        make_dirs(tmp)
+        (tmp / "diff").mkdir(mode=0o755)
         (tmp / "work").mkdir(mode=0o700)
         (tmp / "merged").mkdir(mode=0o700)
         short = os.urandom(13).hex().upper()[:26]
@@ -251,7 +253,7 @@ class OverlayDriver:
         path = self._dir(layer_id)
         if read_write:
             if not lowers:
-                (path / "empty").mkdir(exist_ok=True)
+                make_dirs(path / "empty")
                 lowers = [f"{layer_id}/empty"]
             data = f"lowerdir={':'.join(lowers)},upperdir={layer_id}/diff,workdir={layer_id}/work"
             flags = 0

@@ -10,6 +10,7 @@ from pathlib import Path
 from pyengine.drivers import DriverContext
 from pyengine.drivers.counts import MountCounts
 from pyengine.errors import Conflict, DriverError, NotFound
+from pyengine.fsutil import PRIVATE_MODE, make_dirs, secure_root
 from pyengine.log import get_logger
 
 log = get_logger("pyengine.storage.vfs")
@@ -22,6 +23,7 @@ class VfsDriver:
 
     def __init__(self, ctx: DriverContext) -> None:
         self.root = ctx.state_dir
+        secure_root(self.root, PRIVATE_MODE)  # layers' setuid files: for root's eyes only
         self.dirs = self.root / "dir"
         # Each layer's parent, so that a layer with children is not removed.
         self.parents = self.root / "parents"
@@ -42,7 +44,7 @@ class VfsDriver:
         target = self._path(layer_id)
         if target.exists():
             raise DriverError(f"layer {layer_id} already exists")
-        self.dirs.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.dirs)
         tmp = self.dirs / f".tmp-{layer_id}"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -62,7 +64,7 @@ class VfsDriver:
         os.rename(tmp, target)
         # After the rename: a crash in between leaves a layer without a record (harmless: a
         # vfs layer is a full copy) rather than a record without a layer.
-        self.parents.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.parents)
         (self.parents / layer_id).write_text(parent or "")
         log.debug("layer.created", layer=layer_id, parent=parent)
 
