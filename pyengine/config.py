@@ -30,6 +30,8 @@ class Setting:
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
+    #: Docker's variable for the same thing, read when ``PYENGINE_<NAME>`` is unset
+    docker_env: str | None = None
 
     @property
     def env(self) -> str:
@@ -47,9 +49,13 @@ SETTINGS: dict[str, Setting] = {
         Setting("log-format", str, "console", "console for people, json for machines",
                 ("console", "json")),
         Setting("host", str, None, "daemon to talk to (unix:///path or tcp://host:port); "
-                "daemonless when unset"),
-        Setting("no-new-privileges", bool, False, "no_new_privs for every container whose "
-                "--security-opt does not say otherwise (dockerd's no-new-privileges)"),
+                "daemonless when unset", docker_env="DOCKER_HOST"),
+        Setting("tlsverify", bool, False, "with host: TLS, the daemon verified against tlscacert",
+                docker_env="DOCKER_TLS_VERIFY"),
+        Setting("tlscacert", str, None, "CA the daemon's certificate must chain to "
+                "[default: $DOCKER_CERT_PATH/ca.pem, else ~/.docker/ca.pem]"),
+        Setting("tlscert", str, None, "this client's certificate [default: cert.pem beside tlscacert]"),
+        Setting("tlskey", str, None, "this client's key [default: key.pem beside tlscacert]"),
     )
 }
 
@@ -257,10 +263,13 @@ def load(path_flag: str | None, flags: Mapping[str, Any], environ: Mapping[str, 
     for name, setting in SETTINGS.items():
         flag_value = flags.get(name)
         env_value = environ.get(setting.env) or None
+        if env_value is None and setting.docker_env and environ.get(setting.docker_env):
+            # Docker reads DOCKER_TLS_VERIFY as "set and not empty"
+            env_value = "1" if setting.type is bool else environ[setting.docker_env]
         if flag_value is not None:
             value, source = flag_value, "flag"
         elif env_value is not None:
-            value, source = _env_value(setting, env_value), "env"
+            value, source = env_value, "env"
         elif name in data:
             value, source = data[name], f"file:{path}"
         else:
@@ -275,20 +284,6 @@ def load(path_flag: str | None, flags: Mapping[str, Any], environ: Mapping[str, 
         config.values[name] = Value(value, source)
     _check_core_tables(config)
     return config
-
-
-_ENV_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
-              "off": False}
-
-
-def _env_value(setting: Setting, text: str) -> Any:
-    """A variable's text as the setting's type (only booleans need reading)."""
-    if setting.type is not bool:
-        return text
-    try:
-        return _ENV_BOOLS[text.strip().lower()]
-    except KeyError:
-        raise ConfigError(f"{setting.env}: expected a boolean (true or false), got {text!r}") from None
 
 
 def _check_core_tables(config: Config) -> None:

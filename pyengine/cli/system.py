@@ -56,7 +56,11 @@ def plugins(state: CliState, as_json: bool) -> None:
               help="Output format.")
 @pass_state
 def info(state: CliState, fmt: str) -> None:
-    """Show the effective configuration with sources, and every driver's state."""
+    """Show the effective configuration with sources, and every driver's state (with -H: the
+    daemon's own /info)."""
+    if state.remote:
+        _remote_info(state, fmt)
+        return
     engine = state.engine()
     storage_spec = engine.storage_spec()
     storage_status = [list(pair) for pair in engine.storage.status()]
@@ -101,3 +105,36 @@ def _daemon_value(value: Any) -> str:
     if isinstance(value, list):
         return ", ".join(value)
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+_REMOTE_INFO_FIELDS = (("Server Version", "ServerVersion"), ("Storage Driver", "Driver"),
+                       ("Cgroup Driver", "CgroupDriver"), ("Cgroup Version", "CgroupVersion"),
+                       ("Kernel Version", "KernelVersion"), ("Operating System", "OperatingSystem"),
+                       ("OSType", "OSType"), ("Architecture", "Architecture"), ("CPUs", "NCPU"),
+                       ("Total Memory", "MemTotal"), ("Name", "Name"), ("ID", "ID"),
+                       ("Docker Root Dir", "DockerRootDir"))
+
+
+def _remote_info(state: CliState, fmt: str) -> None:
+    """The daemon's ``GET /info``, as JSON or in the docker CLI's layout."""
+    system = state.system()
+    doc = system.info()
+    if fmt == "json":
+        click.echo(json.dumps(doc, indent=2))
+        return
+    api = system.api
+    click.echo(f"Daemon: {api.address.url} (API {api.version})")
+    click.echo(f"Containers: {doc.get('Containers', 0)}")
+    for label, key in (("Running", "ContainersRunning"), ("Paused", "ContainersPaused"),
+                       ("Stopped", "ContainersStopped")):
+        click.echo(f" {label}: {doc.get(key, 0)}")
+    click.echo(f"Images: {doc.get('Images', 0)}")
+    for label, key in _REMOTE_INFO_FIELDS:
+        if key not in doc:
+            continue
+        value = doc[key]
+        click.echo(f"{label}: {value}")
+        if key == "Driver":
+            for pair in doc.get("DriverStatus") or []:
+                if isinstance(pair, list) and len(pair) == 2:
+                    click.echo(f" {pair[0]}: {pair[1]}")

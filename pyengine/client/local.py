@@ -1,0 +1,382 @@
+"""The engine verbs in this process (podman's "abi"): the same methods and Docker-shaped answers
+as ``pyengine.client.remote``, each a call of the engine's own verb (``pyengine.containers``,
+``pyengine.images.verbs``, ``pyengine.registry``, ``pyengine.network``), which the daemon's routes
+call too. Nothing here decides anything the engine should: it adapts calls and shapes.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from typing import IO, TYPE_CHECKING, Any
+
+from pyengine.client import STDERR, STDOUT
+from pyengine.errors import UsageError
+
+if TYPE_CHECKING:
+    from pyengine.engine import Engine
+
+Progress = Callable[[dict[str, Any]], None] | None
+
+
+class LocalContainers:
+    """Container verbs of the in-process engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        from pyengine.containers.engine import Containers
+
+        self.engine = engine
+        self.containers = Containers(engine)
+
+    def warm(self) -> None:
+        self.containers.warm_isolators()  # the kernel's part of starting overlaps create
+
+    def create(self, image: str, config: dict[str, Any], host_config: dict[str, Any], name: str | None = None,
+               endpoint: dict[str, Any] | None = None) -> str:
+        return self.containers.create(image, config, host_config, name=name, endpoint=endpoint).id
+
+    def start(self, ref: str) -> None:
+        self.containers.start(ref)
+
+    def start_attached(self, ref: str, interactive: bool, tty: bool | None = None) -> int:
+        """Start with a socketpair to the monitor; relay stdio and signals; the exit code."""
+        from pyengine.cli.attach_client import relay
+
+        record = self.containers.get(ref)
+        tty = bool(record.config.get("Tty")) if tty is None else tty
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            record = self.containers.start(record.id, client=theirs)
+        except BaseException:
+            theirs.close()
+            ours.close()
+            record = self.containers.store.load(record.id)
+            if record.host_config.get("AutoRemove"):
+                self.containers.wait(record.id)
+            raise
+        theirs.close()
+        return relay(ours, self.containers, record, interactive=interactive, tty=tty)
+
+    def list(self, all_: bool = False, filters: dict[str, list[str]] | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+        from pyengine.containers import filters as container_filters
+        from pyengine.containers.inspect import summary
+
+        records = container_filters.select(self.containers, filters, all_=all_, limit=limit)
+        return [summary(self.containers, record) for record in records]
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        return self.containers.inspect(ref)
+
+    def logs(self, ref: str, follow: bool = False, tail: str = "all", timestamps: bool = False,
+             since: str | None = None, until: str | None = None) -> Iterator[tuple[int, bytes]]:
+        from pyengine.containers.logs import LogOptions, log_entries, parse_tail, parse_time
+
+        options = LogOptions(follow=follow, tail=parse_tail(tail), since=parse_time(since), until=parse_time(until))
+        for entry in log_entries(self.containers, ref, options):
+            text = entry.get("log", "")
+            if timestamps:
+                text = f"{entry.get('time', '')} {text}"
+            yield (STDERR if entry.get("stream") == "stderr" else STDOUT), text.encode()
+
+    def stop(self, ref: str, timeout: int | None = None) -> None:
+        self.containers.stop(ref, timeout)
+
+    def restart(self, ref: str, timeout: int | None = None) -> None:
+        self.containers.restart(ref, timeout)
+
+    def kill(self, ref: str, signal: str | int = "KILL") -> None:
+        self.containers.kill(ref, signal)
+
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        self.containers.remove(ref, force=force)
+
+    def wait(self, ref: str) -> int:
+        return self.containers.wait(ref)
+
+    def pause(self, ref: str) -> None:
+        self.containers.pause(ref)
+
+    def unpause(self, ref: str) -> None:
+        self.containers.unpause(ref)
+
+    def rename(self, ref: str, new_name: str) -> None:
+        self.containers.rename(ref, new_name)
+
+    def top(self, ref: str, ps_args: str | None = None) -> dict[str, Any]:
+        from pyengine.containers.stats import top
+
+        return top(self.containers, ref, ps_args or "-ef")
+
+    def stats(self, ref: str) -> dict[str, Any]:
+        from pyengine.containers.stats import docker_stats, raw_sample
+
+        record = self.containers.get(ref)
+        return docker_stats(record, raw_sample(self.containers, record), None)
+
+    def prune(self) -> list[str]:
+        deleted, _ = self.containers.prune()
+        return deleted
+
+    def exec(self, ref: str, command: list[str], *, user: str | None = None, env: list[str] | None = None,
+             workdir: str | None = None, tty: bool = False, privileged: bool = False, interactive: bool = False,
+             detach: bool = False) -> int:
+        """Run a command in a running container through pipes the engine owns; its exit code."""
+        from pyengine.containers.exec import relay
+
+        session = self.containers.exec(ref, command, user=user, env=env or [], workdir=workdir, tty=tty,
+                                       privileged=privileged, interactive=interactive, detach=detach,
+                                       console_size=_terminal_size() if tty else None)
+        if detach:
+            session.close()
+            return 0
+        if tty:
+            from pyengine.cli.attach_client import relay_pty
+
+            return relay_pty(session, interactive)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return relay(session, sys.stdin.fileno() if interactive else None, sys.stdout.fileno(),
+                     sys.stderr.fileno())
+
+
+class LocalImages:
+    """Image and registry verbs of the in-process engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.store = engine.images
+
+    def list(self, filters: dict[str, list[str]] | None = None, all_: bool = False) -> list[dict[str, Any]]:
+        from pyengine.images.verbs import list_images
+
+        return list_images(self.store, filters)
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        from pyengine.images import verbs
+
+        return verbs.inspect(self.store, verbs.find_image(self.store, ref))
+
+    def history(self, ref: str) -> list[dict[str, Any]]:
+        from pyengine.images import verbs
+
+        return verbs.history(verbs.find_image(self.store, ref))
+
+    def tag(self, source: str, target: str) -> None:
+        self.store.tag(source, target)
+
+    def remove(self, ref: str, force: bool = False) -> list[dict[str, str]]:
+        from pyengine.images import verbs
+
+        return [{verb: what} for verb, what in verbs.remove(self.engine, ref, force=force)]
+
+    def prune(self, all_images: bool = False) -> dict[str, Any]:
+        from pyengine.images import verbs
+
+        lines, reclaimed = verbs.prune(self.engine, all_images)
+        return {"ImagesDeleted": [{verb: what} for verb, what in lines] or None, "SpaceReclaimed": reclaimed}
+
+    def import_(self, source: IO[bytes], ref: str | None, message: str = "", changes: tuple[str, ...] = ()) -> str:
+        from pyengine.images.verbs import import_image
+
+        return import_image(self.store, source, ref, message, changes).id
+
+    def load(self, source: IO[bytes], on_event: Progress = None) -> list[str]:
+        from pyengine.images.archive import load_archive
+        from pyengine.images.reference import parse_reference
+
+        lines = []
+        for name, image in load_archive(self.store, _spooled_path(source)):
+            text = f"Loaded image: {parse_reference(name).familiar()}" if name else f"Loaded image ID: {image.id}"
+            lines.append(text)
+            if on_event is not None:
+                on_event({"stream": text + "\n"})
+        return lines
+
+    def save(self, refs: list[str], out: IO[bytes], fmt: str = "docker-archive") -> None:
+        from pyengine.images.archive import save_archive
+
+        for ref in refs:
+            self.store.resolve_image(ref)  # a missing image fails before anything is written
+        save_archive(self.store, refs, out, fmt)
+
+    def pull(self, name: str, platform: str | None = None, all_tags: bool = False,
+             on_event: Progress = None) -> list[str]:
+        """Pull from a registry (or copy from oci:DIR, docker-archive:FILE, oci-archive:FILE);
+        the references stored."""
+        from pyengine.images.reference import parse_reference
+        from pyengine.registry import verbs
+
+        if name.startswith("oci:"):
+            from pyengine.registry.layout import pull_layout
+            from pyengine.registry.transfer import parse_platform
+
+            stored, image = pull_layout(self.store, name, parse_platform(platform))
+            _emit(on_event, {"status": f"Copied {name} as {stored} ({image.manifest_digest})"})
+            return [stored]
+        for prefix in ("docker-archive:", "oci-archive:"):
+            if name.startswith(prefix):
+                from pyengine.images.archive import load_archive
+
+                return [loaded or image.id for loaded, image in load_archive(self.store, name[len(prefix):])]
+        ref = parse_reference(name, default_tag=not all_tags)
+        refs = [ref]
+        if all_tags:
+            if ref.tag or ref.digest:
+                raise UsageError("--all-tags takes a repository name without a tag or digest")
+            from pyengine.registry.connect import client_for
+
+            client = client_for(self.engine, ref.domain)
+            try:
+                refs = [ref.with_tag(t) for t in sorted(client.tags(ref.path))]
+            finally:
+                client.close()
+            if not refs:
+                raise UsageError(f"{ref.repository} has no tags")
+        for one in refs:
+            verbs.pull_image(self.engine, self.store, one, platform, on_event=on_event)
+        return [str(one) for one in refs]
+
+    def push(self, name: str, destination: str | None = None, on_event: Progress = None,
+             chunk_size: int | None = None) -> dict[str, Any]:
+        """Push to a registry (or to oci:DIR, docker-archive:FILE, oci-archive:FILE); the
+        pushed manifest's ``{"Tag", "Digest", "Size"}``."""
+        from pyengine.registry import verbs
+
+        if destination and destination.startswith("oci:"):
+            from pyengine.registry.layout import push_layout
+
+            return {"Tag": "", "Digest": push_layout(self.store, name, destination), "Size": 0}
+        for prefix in ("docker-archive:", "oci-archive:"):
+            if destination and destination.startswith(prefix):
+                from pyengine.images.archive import save_archive
+
+                with open(destination[len(prefix):], "wb") as out:
+                    save_archive(self.store, [name], out, prefix[:-1])
+                return {"Tag": "", "Digest": self.store.resolve_image(name).manifest_digest, "Size": 0}
+        result = verbs.push_image(self.engine, name, destination, chunk_size=chunk_size,
+                                  on_event=lambda event: None if "aux" in event else _emit(on_event, event))
+        return {"Tag": result.ref.tag or "latest", "Digest": result.digest, "Size": result.size}
+
+    def search(self, term: str, limit: int = 25) -> list[dict[str, Any]]:
+        from pyengine.registry import verbs
+
+        return verbs.search(self.engine, term, limit, with_tags=True)
+
+    def login(self, server: str, username: str, password: str) -> str:
+        from pyengine.registry import verbs
+
+        verbs.check_login(self.engine, server, username, password)
+        return "Login Succeeded"
+
+
+def _terminal_size() -> tuple[int, int] | None:
+    try:
+        cols, rows = os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        return None
+    return rows, cols
+
+
+def _emit(on_event: Progress, event: dict[str, Any]) -> None:
+    if on_event is not None:
+        on_event(event)
+
+
+def _spooled_path(source: IO[bytes]) -> str:
+    name = getattr(source, "name", None)
+    if isinstance(name, str) and os.path.isfile(name):
+        return name
+    raise UsageError("load reads a file here; give it with -i FILE")
+
+
+class LocalVolumes:
+    """Volume verbs of the in-process engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        from pyengine.containers.volumes import VolumeStore
+
+        self.engine = engine
+        self.store = VolumeStore(engine.config.data_root)
+
+    def _users(self, name: str) -> list[str]:
+        from pyengine.containers.engine import Containers
+        from pyengine.containers.volumes import volumes_used
+
+        return [r.id for r in Containers(self.engine).store.list() if name in volumes_used(r.host_config)]
+
+    def create(self, name: str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        return self.store.create(name, labels or {})
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.store.list()
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        return self.store.inspect(name)
+
+    def remove(self, name: str, force: bool = False) -> None:
+        self.store.remove(name, self._users(name), force)
+
+    def prune(self) -> list[str]:
+        removed = []
+        for volume in self.store.list():
+            if not self._users(volume["Name"]):
+                self.store.remove(volume["Name"])
+                removed.append(volume["Name"])
+        return removed
+
+
+class LocalSystem:
+    """What the in-process engine says about itself, in the daemon's shapes."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def info(self) -> dict[str, Any]:
+        from pyengine.sysinfo import system_info
+
+        return system_info(self.engine)
+
+    def disk_usage(self) -> dict[str, Any]:
+        from pyengine.sysinfo import disk_usage
+
+        return disk_usage(self.engine)
+
+
+class LocalEngine:
+    """Every verb group of the in-process engine."""
+
+    remote = False
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._containers: LocalContainers | None = None
+        self._images: LocalImages | None = None
+        self._volumes: LocalVolumes | None = None
+
+    @property
+    def containers(self) -> LocalContainers:
+        if self._containers is None:
+            self._containers = LocalContainers(self.engine)
+        return self._containers
+
+    @property
+    def images(self) -> LocalImages:
+        if self._images is None:
+            self._images = LocalImages(self.engine)
+        return self._images
+
+    @property
+    def system(self) -> LocalSystem:
+        return LocalSystem(self.engine)
+
+    @property
+    def volumes(self) -> LocalVolumes:
+        if self._volumes is None:
+            self._volumes = LocalVolumes(self.engine)
+        return self._volumes
+
+    def close(self) -> None:
+        """The engine is the CLI state's; it closes it."""

@@ -1,0 +1,469 @@
+"""The engine verbs over the Docker Engine API (podman's "tunnel"): the same methods, arguments and
+Docker-shaped answers as ``pyengine.client.local``, each one request (or a stream, or a hijacked
+connection) to the daemon. Works against pyengine's daemon, dockerd and podman's service alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from pyengine.client.transport import STDERR, STDOUT, Transport, quote_ref, read_frames
+from pyengine.errors import NotFound, PyEngineError, UsageError
+
+Progress = Callable[[dict[str, Any]], None] | None
+
+
+def _q(ref: str) -> str:
+    return quote_ref(ref)
+
+
+def _filters(filters: dict[str, list[str]] | None) -> str | None:
+    return json.dumps(filters) if filters else None
+
+
+def _registry_auth(host: str) -> dict[str, str]:
+    """``X-Registry-Auth`` from this client's own credentials: the daemon holds none of its own."""
+    from pyengine.registry import auth
+
+    creds = auth.stored_credentials(host)
+    if creds is None:
+        return {}
+    doc = {"username": creds.username, "password": creds.secret, "serveraddress": auth.normalise_host(host)}
+    return {"X-Registry-Auth": base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()}
+
+
+class RemoteContainers:
+    """Container verbs of a daemon."""
+
+    def __init__(self, api: Transport) -> None:
+        self.api = api
+
+    def warm(self) -> None:
+        """Nothing to prepare on this side: the daemon's engine is warm."""
+
+    def create(self, image: str, config: dict[str, Any], host_config: dict[str, Any], name: str | None = None,
+               endpoint: dict[str, Any] | None = None) -> str:
+        body = {k: v for k, v in config.items() if v is not None}
+        body["HostConfig"] = host_config
+        network = host_config.get("NetworkMode") or ""
+        if endpoint and (endpoint.get("Aliases") or endpoint.get("IPAddress")) and network:
+            settings: dict[str, Any] = {"Aliases": endpoint.get("Aliases") or None}
+            if endpoint.get("IPAddress"):
+                settings["IPAMConfig"] = {"IPv4Address": endpoint["IPAddress"]}
+            body["NetworkingConfig"] = {"EndpointsConfig": {network: settings}}
+        try:
+            answer = self.api.json("POST", "/containers/create", {"name": name}, body)
+        except NotFound as exc:
+            if "image" not in str(exc).lower():
+                raise
+            self._pull_for_create(image)
+            answer = self.api.json("POST", "/containers/create", {"name": name}, body)
+        for warning in answer.get("Warnings") or []:
+            import sys
+
+            print(f"WARNING: {warning}", file=sys.stderr)
+        return answer["Id"]
+
+    def _pull_for_create(self, image: str) -> None:
+        """As the docker CLI does when the daemon lacks the image: pull it, then create again."""
+        import sys
+
+        print(f"Unable to find image '{image}' locally", file=sys.stderr)
+        RemoteImages(self.api).pull(image, on_event=lambda event: print(_progress_line(event), file=sys.stderr))
+
+    def start(self, ref: str) -> None:
+        self.api.request("POST", f"/containers/{_q(ref)}/start")
+
+    def start_attached(self, ref: str, interactive: bool, tty: bool | None = None) -> int:
+        """Attach, start, relay until the output ends; the exit code (docker run/start -a)."""
+        from pyengine.client.attach import relay, terminal_size
+
+        doc = self.inspect(ref)
+        container_id = doc["Id"]
+        tty = bool(doc["Config"].get("Tty")) if tty is None else tty
+        auto_remove = bool((doc.get("HostConfig") or {}).get("AutoRemove"))
+        conn, _ = self.api.hijack(f"/containers/{container_id}/attach",
+                                  {"stream": True, "stdin": interactive, "stdout": True, "stderr": True})
+        waiter = _Waiter(self.api, container_id, "removed" if auto_remove else "next-exit")
+        try:
+            self.start(container_id)
+        except BaseException:
+            conn.close()
+            waiter.abandon()
+            raise
+        if tty:
+            size = terminal_size()
+            if size:
+                self._resize(container_id, *size)
+        relay(conn, tty, interactive, resize=lambda h, w: self._resize(container_id, h, w),
+              send_signal=lambda signum: self.kill(container_id, signum))
+        return waiter.result()
+
+    def _resize(self, container_id: str, rows: int, cols: int) -> None:
+        self.api.request("POST", f"/containers/{container_id}/resize", {"h": rows, "w": cols})
+
+    def list(self, all_: bool = False, filters: dict[str, list[str]] | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+        return self.api.json("GET", "/containers/json", {"all": all_, "filters": _filters(filters),
+                                                         "limit": limit or None})
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        return self.api.json("GET", f"/containers/{_q(ref)}/json")
+
+    def logs(self, ref: str, follow: bool = False, tail: str = "all", timestamps: bool = False,
+             since: str | None = None, until: str | None = None) -> Iterator[tuple[int, bytes]]:
+        """(stream, bytes) pieces of the log: STDOUT or STDERR, as they come when following."""
+        tty = bool(self.inspect(ref)["Config"].get("Tty"))
+        response = self.api.stream("GET", f"/containers/{_q(ref)}/logs", {
+            "stdout": True, "stderr": True, "follow": follow, "tail": tail, "timestamps": timestamps,
+            "since": since, "until": until})
+        try:
+            if tty:
+                while True:
+                    data = response.read1(65536)
+                    if not data:
+                        return
+                    yield STDOUT, data
+            else:
+                for kind, payload in read_frames(response):
+                    yield (STDERR if kind == STDERR else STDOUT), payload
+        finally:
+            response.close()
+
+    def stop(self, ref: str, timeout: int | None = None) -> None:
+        self.api.request("POST", f"/containers/{_q(ref)}/stop", {"t": timeout})
+
+    def restart(self, ref: str, timeout: int | None = None) -> None:
+        self.api.request("POST", f"/containers/{_q(ref)}/restart", {"t": timeout})
+
+    def kill(self, ref: str, signal: str | int = "KILL") -> None:
+        self.api.request("POST", f"/containers/{_q(ref)}/kill", {"signal": signal})
+
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        self.api.request("DELETE", f"/containers/{_q(ref)}", {"force": force, "v": volumes})
+
+    def wait(self, ref: str) -> int:
+        return int(self.api.json("POST", f"/containers/{_q(ref)}/wait")["StatusCode"])
+
+    def pause(self, ref: str) -> None:
+        self.api.request("POST", f"/containers/{_q(ref)}/pause")
+
+    def unpause(self, ref: str) -> None:
+        self.api.request("POST", f"/containers/{_q(ref)}/unpause")
+
+    def rename(self, ref: str, new_name: str) -> None:
+        self.api.request("POST", f"/containers/{_q(ref)}/rename", {"name": new_name})
+
+    def top(self, ref: str, ps_args: str | None = None) -> dict[str, Any]:
+        return self.api.json("GET", f"/containers/{_q(ref)}/top", {"ps_args": ps_args})
+
+    def stats(self, ref: str) -> dict[str, Any]:
+        """One sample of Docker's stats document."""
+        return self.api.json("GET", f"/containers/{_q(ref)}/stats", {"stream": False, "one-shot": True})
+
+    def prune(self) -> list[str]:
+        return self.api.json("POST", "/containers/prune").get("ContainersDeleted") or []
+
+    def exec(self, ref: str, command: list[str], *, user: str | None = None, env: list[str] | None = None,
+             workdir: str | None = None, tty: bool = False, privileged: bool = False, interactive: bool = False,
+             detach: bool = False) -> int:
+        """Run a command in a running container; its exit code (0 at once when detached)."""
+        from pyengine.client.attach import relay, terminal_size
+
+        size = terminal_size() if tty else None
+        body: dict[str, Any] = {"AttachStdin": interactive and not detach, "AttachStdout": not detach,
+                                "AttachStderr": not detach, "Tty": tty, "Cmd": command, "Env": env or [],
+                                "Privileged": privileged}
+        if user:
+            body["User"] = user
+        if workdir:
+            body["WorkingDir"] = workdir
+        if size:
+            body["ConsoleSize"] = list(size)
+        exec_id = self.api.json("POST", f"/containers/{_q(ref)}/exec", body=body)["Id"]
+        if detach:
+            self.api.request("POST", f"/exec/{exec_id}/start", body={"Detach": True, "Tty": tty})
+            return 0
+        conn, _ = self.api.hijack(f"/exec/{exec_id}/start", body={"Detach": False, "Tty": tty})
+
+        def resize(rows: int, cols: int) -> None:
+            self.api.request("POST", f"/exec/{exec_id}/resize", {"h": rows, "w": cols})
+
+        relay(conn, tty, interactive, resize=resize if tty else None)
+        for _ in range(100):
+            doc = self.api.json("GET", f"/exec/{exec_id}/json")
+            if not doc.get("Running"):
+                return int(doc.get("ExitCode") or 0)
+            import time
+
+            time.sleep(0.05)
+        raise PyEngineError(f"exec {exec_id[:12]}: the daemon still reports it running after its output ended")
+
+
+class _Waiter:
+    """``POST /containers/{id}/wait`` sent before the start (so no exit can be missed), its
+    answer read in a thread while the output is relayed."""
+
+    def __init__(self, api: Transport, container_id: str, condition: str) -> None:
+        self.conn = api._new_connection(timeout=None)
+        self.code: int | None = None
+        self.error: BaseException | None = None
+        self.conn.request("POST", api.path(f"/containers/{container_id}/wait", {"condition": condition}),
+                          headers={"User-Agent": "pyengine"})
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        from pyengine.client.transport import raise_for_status
+
+        try:
+            response = self.conn.getresponse()
+            data = response.read()
+            raise_for_status(response.status, data)
+            doc = json.loads(data)
+            if (doc.get("Error") or {}).get("Message"):
+                raise PyEngineError(doc["Error"]["Message"])
+            self.code = int(doc["StatusCode"])
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            self.error = exc
+        finally:
+            self.conn.close()
+
+    def result(self) -> int:
+        self.thread.join()
+        if self.error is not None:
+            if isinstance(self.error, PyEngineError):
+                raise self.error
+            raise PyEngineError(f"waiting for the container failed: {self.error}")
+        return self.code if self.code is not None else 0
+
+    def abandon(self) -> None:
+        self.conn.close()
+
+
+def _progress_line(event: dict[str, Any]) -> str:
+    status = event.get("status") or event.get("stream") or ""
+    progress = event.get("progress")
+    text = f"{status} {progress}" if progress else status
+    return f"{event['id']}: {text}" if event.get("id") else text
+
+
+class RemoteImages:
+    """Image and registry verbs of a daemon."""
+
+    def __init__(self, api: Transport) -> None:
+        self.api = api
+
+    def list(self, filters: dict[str, list[str]] | None = None, all_: bool = False) -> list[dict[str, Any]]:
+        return self.api.json("GET", "/images/json", {"all": all_, "filters": _filters(filters), "digests": True})
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        return self.api.json("GET", f"/images/{_q(ref)}/json")
+
+    def history(self, ref: str) -> list[dict[str, Any]]:
+        return self.api.json("GET", f"/images/{_q(ref)}/history")
+
+    def tag(self, source: str, target: str) -> None:
+        from pyengine.images.reference import parse_reference
+
+        ref = parse_reference(target, default_tag=False)
+        self.api.request("POST", f"/images/{_q(source)}/tag", {"repo": ref.repository, "tag": ref.tag or "latest"})
+
+    def remove(self, ref: str, force: bool = False) -> list[dict[str, str]]:
+        return self.api.json("DELETE", f"/images/{_q(ref)}", {"force": force}) or []
+
+    def prune(self, all_images: bool = False) -> dict[str, Any]:
+        filters = {"dangling": ["false"]} if all_images else None
+        return self.api.json("POST", "/images/prune", {"filters": _filters(filters)}) or {}
+
+    def import_(self, source: IO[bytes], ref: str | None, message: str = "", changes: tuple[str, ...] = ()) -> str:
+        repo, tag = _split_repo_tag(ref)
+        image_id = ""
+        for event in self.api.json_stream("POST", "/images/create", {
+                "fromSrc": "-", "repo": repo, "tag": tag, "message": message or None, "changes": list(changes)},
+                body=source):
+            status = event.get("status") or ""
+            if status.startswith("sha256:"):
+                image_id = status
+        if not image_id:
+            raise PyEngineError("the daemon did not say which image it imported")
+        return image_id
+
+    def load(self, source: IO[bytes], on_event: Progress = None) -> list[str]:
+        """Load an archive; the daemon's lines (``Loaded image: NAME:TAG``)."""
+        lines = []
+        for event in self.api.json_stream("POST", "/images/load", {"quiet": False}, body=source):
+            text = (event.get("stream") or event.get("status") or "").strip()
+            if text:
+                lines.append(text)
+                if on_event is not None:
+                    on_event(event)
+        return lines
+
+    def save(self, refs: list[str], out: IO[bytes], fmt: str = "docker-archive") -> None:
+        if fmt != "docker-archive":
+            raise UsageError(f"--format {fmt} is not offered over the Docker Engine API; use docker-archive")
+        for ref in refs:
+            self.inspect(ref)  # a missing image fails before anything is written
+        response = self.api.stream("GET", "/images/get", {"names": refs})
+        try:
+            while True:
+                data = response.read(1 << 20)
+                if not data:
+                    break
+                out.write(data)
+        finally:
+            response.close()
+
+    def pull(self, name: str, platform: str | None = None, all_tags: bool = False,
+             on_event: Progress = None) -> list[str]:
+        """Pull through the daemon; the references pulled (``docker.io/library/busybox:latest``)."""
+        from pyengine.images.reference import parse_reference
+
+        if name.startswith(("oci:", "docker-archive:", "oci-archive:")):
+            raise UsageError(f"{name.split(':', 1)[0]}: sources are paths on this machine, not the daemon's; "
+                             "use `load` to send an archive to the daemon")
+        ref = parse_reference(name, default_tag=not all_tags)
+        if all_tags and (ref.tag or ref.digest):
+            raise UsageError("--all-tags takes a repository name without a tag or digest")
+        query = {"fromImage": ref.repository, "tag": ref.digest or ref.tag or None, "platform": platform}
+        for event in self.api.json_stream("POST", "/images/create", query, headers=_registry_auth(ref.domain)):
+            if on_event is not None:
+                on_event(event)
+        return [ref.repository] if all_tags else [str(ref)]
+
+    def push(self, name: str, destination: str | None = None, on_event: Progress = None) -> dict[str, Any]:
+        """Push through the daemon (tagging ``name`` as ``destination`` first); the pushed
+        manifest's ``{"Tag", "Digest", "Size"}``."""
+        from pyengine.images.reference import parse_reference
+
+        if destination and destination.startswith(("oci:", "docker-archive:", "oci-archive:")):
+            raise UsageError(f"{destination.split(':', 1)[0]}: destinations are paths on this machine; "
+                             "use `save` to fetch an archive from the daemon")
+        if destination:
+            self.tag(name, destination)
+        ref = parse_reference(destination or name)
+        aux: dict[str, Any] = {}
+        headers = _registry_auth(ref.domain) or {"X-Registry-Auth": base64.urlsafe_b64encode(b"{}").decode()}
+        for event in self.api.json_stream("POST", f"/images/{_q(ref.repository)}/push", {"tag": ref.tag or "latest"},
+                                          headers=headers):
+            if event.get("aux"):
+                aux = event["aux"]
+            elif on_event is not None:
+                on_event(event)
+        return aux
+
+    def search(self, term: str, limit: int = 25) -> list[dict[str, Any]]:
+        return self.api.json("GET", "/images/search", {"term": term, "limit": limit})
+
+    def login(self, server: str, username: str, password: str) -> str:
+        from pyengine.registry import auth
+
+        answer = self.api.json("POST", "/auth", body={"username": username, "password": password,
+                                                      "serveraddress": auth.normalise_host(server)})
+        return (answer or {}).get("Status") or "Login Succeeded"
+
+
+def _split_repo_tag(ref: str | None) -> tuple[str | None, str | None]:
+    if not ref:
+        return None, None
+    from pyengine.images.reference import parse_reference
+
+    parsed = parse_reference(ref)
+    return parsed.repository, parsed.tag
+
+
+class RemoteNetworks:
+    """Network verbs of a daemon."""
+
+    def __init__(self, api: Transport) -> None:
+        self.api = api
+
+    def create(self, name: str, driver: str = "bridge", *, subnet: str | None = None, gateway: str | None = None,
+               ip_range: str | None = None, internal: bool = False, options: dict[str, str] | None = None,
+               labels: dict[str, str] | None = None) -> str:
+        config = {k: v for k, v in (("Subnet", subnet), ("Gateway", gateway), ("IPRange", ip_range)) if v}
+        body = {"Name": name, "Driver": driver, "Internal": internal, "Options": options or {},
+                "Labels": labels or {}, "IPAM": {"Driver": "default", "Config": [config] if config else []}}
+        return self.api.json("POST", "/networks/create", body=body)["Id"]
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.api.json("GET", "/networks")
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        return self.api.json("GET", f"/networks/{_q(name)}")
+
+    def remove(self, name: str) -> None:
+        self.api.request("DELETE", f"/networks/{_q(name)}")
+
+    def prune(self) -> list[str]:
+        return self.api.json("POST", "/networks/prune").get("NetworksDeleted") or []
+
+    def connect(self, name: str, container: str, aliases: list[str] | None = None, ip: str | None = None) -> None:
+        endpoint: dict[str, Any] = {"Aliases": aliases or None}
+        if ip:
+            endpoint["IPAMConfig"] = {"IPv4Address": ip}
+        self.api.request("POST", f"/networks/{_q(name)}/connect", body={"Container": container,
+                                                                      "EndpointConfig": endpoint})
+
+    def disconnect(self, name: str, container: str, force: bool = False) -> None:
+        self.api.request("POST", f"/networks/{_q(name)}/disconnect", body={"Container": container, "Force": force})
+
+
+class RemoteVolumes:
+    """Volume verbs of a daemon."""
+
+    def __init__(self, api: Transport) -> None:
+        self.api = api
+
+    def create(self, name: str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        return self.api.json("POST", "/volumes/create", body={"Name": name or "", "Labels": labels or {}})
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.api.json("GET", "/volumes").get("Volumes") or []
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        return self.api.json("GET", f"/volumes/{_q(name)}")
+
+    def remove(self, name: str, force: bool = False) -> None:
+        self.api.request("DELETE", f"/volumes/{_q(name)}", {"force": force})
+
+    def prune(self) -> list[str]:
+        return self.api.json("POST", "/volumes/prune").get("VolumesDeleted") or []
+
+
+class RemoteSystem:
+    """What a daemon says about itself."""
+
+    def __init__(self, api: Transport) -> None:
+        self.api = api
+
+    def info(self) -> dict[str, Any]:
+        return self.api.json("GET", "/info")
+
+    def version(self) -> dict[str, Any]:
+        return self.api.json("GET", "/version")
+
+    def disk_usage(self) -> dict[str, Any]:
+        return self.api.json("GET", "/system/df")
+
+
+class RemoteEngine:
+    """Every verb group of one daemon, over one transport."""
+
+    remote = True
+
+    def __init__(self, api: Transport) -> None:
+        self.api = api
+        self.containers = RemoteContainers(api)
+        self.images = RemoteImages(api)
+        self.networks = RemoteNetworks(api)
+        self.volumes = RemoteVolumes(api)
+        self.system = RemoteSystem(api)
+
+    def close(self) -> None:
+        self.api.close()
