@@ -6,6 +6,7 @@ Imports aiohttp; imported only by the daemon.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 from typing import Any
@@ -42,7 +43,9 @@ def status_of(exc: BaseException) -> int:
 
 
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    # "application/json" exactly, no charset: the docker CLI reads the message only then
+    return web.Response(body=json.dumps({"message": message}).encode(), status=status,
+                        content_type="application/json")
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -169,40 +172,87 @@ class _RawResponse(web.StreamResponse):
         self._length_check = False
 
 
+class _TakenOver(asyncio.Protocol):
+    """The connection's protocol once attach or exec start owns it: bytes from the client are
+    queued, its half-close is an end of input that keeps our side open, and writes follow
+    the transport's flow control."""
+
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[bytes] = asyncio.Queue()
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        if data:
+            self.incoming.put_nowait(data)
+
+    def eof_received(self) -> bool:
+        self.incoming.put_nowait(b"")
+        return True  # keep the transport open: the client still reads
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.lost = True
+        self.incoming.put_nowait(b"")
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+
+class _TailFeed:
+    """Takes what aiohttp buffered after the upgrade (``set_parser`` hands it over)."""
+
+    def __init__(self, protocol: _TakenOver) -> None:
+        self.protocol = protocol
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.protocol.data_received(data)
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.protocol.eof_received()
+
+
 class RawConnection:
     """A connection taken over for attach or exec: bytes in from the client (stdin), bytes
     out to it; the client may half-close its side (stdin EOF) and keep reading."""
 
-    def __init__(self, request: web.Request, response: web.StreamResponse) -> None:
+    def __init__(self, request: web.Request, response: web.StreamResponse, transport: Any,
+                 protocol: _TakenOver) -> None:
         self.request = request
         self.response = response
+        self.transport = transport
+        self.protocol = protocol
         self.closed = False
+        self.eof = False
 
     async def read(self, size: int = 65536) -> bytes:
         """The next bytes the client sent; b"" once it closed its side."""
-        try:
-            return await self.request.content.readany()
-        except (ConnectionError, RuntimeError):
+        if self.eof:
             return b""
+        data = await self.protocol.incoming.get()
+        if not data:
+            self.eof = True
+        return data
 
     async def write(self, data: bytes) -> bool:
         """Send bytes; False once the client is gone."""
-        if self.closed:
-            return False
-        try:
-            await self.response.write(data)
-            return True
-        except (ConnectionError, RuntimeError):
+        if self.closed or self.protocol.lost or self.transport.is_closing():
             self.closed = True
             return False
+        self.transport.write(data)
+        await self.protocol.writable.wait()
+        return not self.protocol.lost
 
     async def close(self) -> None:
         if not self.closed:
             self.closed = True
-            try:
-                await self.response.write_eof()
-            except (ConnectionError, RuntimeError):
-                pass
+            if not self.transport.is_closing():
+                self.transport.close()
 
 
 async def take_over(request: web.Request, content_type: str) -> RawConnection:
@@ -220,18 +270,16 @@ async def take_over(request: web.Request, content_type: str) -> RawConnection:
     else:
         response = _RawResponse(status=200, headers={"Content-Type": content_type})
     response.force_close()
-    # A client that half-closes (stdin EOF) must not make the transport close our side too.
-    protocol = request.protocol
-    original_eof = getattr(protocol, "eof_received", None)
-
-    def eof_received() -> bool:
-        if original_eof is not None:
-            original_eof()
-        return True
-
-    protocol.eof_received = eof_received  # type: ignore[method-assign]
     await response.prepare(request)
-    return RawConnection(request, response)
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("the client went away")
+    protocol = _TakenOver()
+    # What the client sent after its request is buffered by aiohttp until a parser claims
+    # it; from here on the transport talks to our protocol (a half-close must not close it).
+    request.protocol.set_parser(_TailFeed(protocol))  # type: ignore[arg-type]
+    transport.set_protocol(protocol)
+    return RawConnection(request, response, transport, protocol)
 
 
 __all__ = [

@@ -22,6 +22,18 @@ if TYPE_CHECKING:
 log = get_logger("pyengine.containers")
 
 
+#: Docker's wait conditions
+WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
+
+#: HostConfig limits ``update`` can change on a running container
+UPDATABLE = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod",
+             "CpusetCpus", "CpusetMems", "PidsLimit", "BlkioWeight")
+
+
+class NotModified(Conflict):
+    """The container is already in the state asked for (started, stopped): the API's 304."""
+
+
 def parse_signal(value: str | int) -> int:
     """SIGTERM, TERM, 15 -> 15; a clear error for anything else."""
     if isinstance(value, int) or str(value).isdigit():
@@ -101,10 +113,11 @@ class Containers:
         return record
 
     # -- start -----------------------------------------------------------------------------
-    def start(self, ref: str, client: Any = None) -> ContainerRecord:
+    def start(self, ref: str, client: Any = None, clients: list[Any] | None = None) -> ContainerRecord:
         """Start the container's monitor; return once the process runs (or failed to start).
 
         :param client: one end of a socketpair; the monitor relays the container's stdio to it
+        :param clients: more such ends (attach requests waiting for the start, in the daemon)
         """
         from pyengine.containers.monitor import spawn_monitor
 
@@ -113,10 +126,10 @@ class Containers:
         with self.store.container_lock(container_id):
             record = self.reconcile(self.store.load(container_id))
             if record.state.running:
-                raise Conflict(f"container {record.name} is already running")
+                raise NotModified(f"container {record.name} is already running")
             record.state.stop_requested = False
             self.store.save_state(container_id, record.state)
-        _, message = spawn_monitor(self, container_id, client)
+        _, message = spawn_monitor(self, container_id, client, clients=list(clients or []) or None)
         kind, _, rest = message.partition(" ")
         if kind != "ok":
             code, _, text = rest.partition(" ")
@@ -243,7 +256,7 @@ class Containers:
         number = parse_signal(signal)
         record = self.get(ref)
         if not record.state.running or not record.state.pid:
-            raise Conflict(f"container {record.name} is not running")
+            raise Conflict(f"Container {record.id} is not running")
         if number in (signals.SIGKILL, signals.SIGTERM, signals.SIGINT):
             self._mark_stop(record.id)
         try:
@@ -251,6 +264,8 @@ class Containers:
         except ProcessLookupError:
             pass
         self.emit(record, "kill", signal=str(number))
+        if number == signals.SIGKILL:
+            self._wait_stopped(record.id, 30)  # as dockerd: a SIGKILL'd container is gone on return
         return record
 
     def _mark_stop(self, container_id: str) -> None:
@@ -259,10 +274,15 @@ class Containers:
             state.stop_requested = True
             self.store.save_state(container_id, state)
 
-    def stop(self, ref: str, timeout: int | None = None) -> ContainerRecord:
-        """SIGTERM (or the stop signal), then SIGKILL after ``timeout`` seconds."""
+    def stop(self, ref: str, timeout: int | None = None, *, not_running_ok: bool = True) -> ContainerRecord:
+        """SIGTERM (or the stop signal), then SIGKILL after ``timeout`` seconds.
+
+        :param not_running_ok: False: a container that is not running is NotModified (the API's 304)
+        """
         record = self.get(ref)
         if not record.state.running:
+            if not not_running_ok:
+                raise NotModified(f"container {record.name} is not running")
             return record
         if timeout is None:
             timeout = int(record.config.get("StopTimeout") or 10)
@@ -300,15 +320,44 @@ class Containers:
                 return False
             time.sleep(0.02)
 
-    def wait(self, ref: str) -> int:
-        """Block until the container is not running (and its monitor is done); its exit code."""
+    def wait(self, ref: str, condition: str = "not-running", baseline: ContainerState | None = None) -> int:
+        """Block until the container meets ``condition``; its exit code.
+
+        :param condition: Docker's: ``not-running`` (now, if it is not running: its monitor is
+            done), ``next-exit`` (its next exit from now), ``removed`` (it was removed: the exit
+            code of its last run, as ``run --rm`` reports it)
+        :param baseline: the state ``next-exit`` counts from (the daemon's, read when the
+            request came, before the client starts the container); default: now
+        """
+        if condition not in WAIT_CONDITIONS:
+            raise UsageError(f"invalid condition: {condition!r}: use one of {', '.join(WAIT_CONDITIONS)}")
         container_id = self.store.resolve(ref)
+        first = baseline if baseline is not None else self.store.load(container_id).state
+        code = first.exit_code
         while True:
-            record = self.store.load(container_id)
-            record = self.reconcile(record)
-            if not record.state.running and not pid_alive(record.state.monitor_pid):
-                return record.state.exit_code
+            try:
+                record = self.reconcile(self.store.load(container_id))
+            except NotFound:
+                return self._removed_exit_code(container_id, code)
+            state = record.state
+            code = state.exit_code
+            done = not state.running and not pid_alive(state.monitor_pid)
+            if condition == "not-running" and done:
+                return code
+            if condition == "next-exit" and state.status != "running" and (
+                    state.finished_at != first.finished_at or state.restart_count != first.restart_count):
+                return code
             time.sleep(0.05)
+
+    def _exits_dir(self) -> Any:
+        return self.store.run_dir / ".exits"
+
+    def _removed_exit_code(self, container_id: str, last_seen: int) -> int:
+        """The exit code a removed container recorded last (kept briefly by ``remove``)."""
+        try:
+            return int((self._exits_dir() / container_id).read_text())
+        except (OSError, ValueError):
+            return last_seen
 
     def pause(self, ref: str) -> None:
         self._set_frozen(ref, "running", "freeze", "paused", "pause")
@@ -336,12 +385,15 @@ class Containers:
         raise UsageError("no isolator on this host can freeze a container (no cgroup freezer)")
 
     # -- remove, rename --------------------------------------------------------------------
-    def remove(self, ref: str, force: bool = False, from_monitor: bool = False) -> str:
+    def remove(self, ref: str, force: bool = False, from_monitor: bool = False, volumes: bool = False) -> str:
+        """Remove a container (killing it first with ``force``); ``volumes``: its anonymous
+        volumes too (named volumes stay, as in Docker)."""
         container_id = self.store.resolve(ref)
         record = self.get(container_id)
         if record.state.running and not from_monitor:
             if not force:
-                raise Conflict(f"container {record.name} is running: stop it first or use -f")
+                raise Conflict(f"cannot remove container \"/{record.name}\": container is running: stop the "
+                               "container before removing or force remove")
             self.kill(container_id, "KILL")
             self._wait_stopped(container_id, 30)
         with self.store.lock():
@@ -350,9 +402,178 @@ class Containers:
                     self.engine.storage.remove(record.layer_id)
             except NotFound:
                 pass
+            self._keep_exit_code(self.store.load(container_id))
             self.store.remove_record(container_id)
+        if volumes:
+            self._remove_anonymous_volumes(record)
         self.emit(record, "destroy")
         return container_id
+
+    def _remove_anonymous_volumes(self, record: ContainerRecord) -> None:
+        """The container's anonymous volumes (named by a random 64-hex ID) no other uses."""
+        from pyengine.containers.volumes import VolumeStore, volumes_used
+
+        anonymous = [n for n in volumes_used(record.host_config)
+                     if len(n) == 64 and all(c in "0123456789abcdef" for c in n)]
+        if not anonymous:
+            return
+        in_use = {n for other in self.store.list() for n in volumes_used(other.host_config)}
+        store = VolumeStore(self.engine.config.data_root)
+        for name in anonymous:
+            if name in in_use:
+                continue
+            try:
+                store.remove(name)
+            except NotFound:
+                continue
+
+    def _keep_exit_code(self, record: ContainerRecord) -> None:
+        """Leave the exit code of a removed container for a minute, for ``wait(removed)``
+        racing with ``--rm`` (Docker reports it to ``run --rm``)."""
+        exits = self._exits_dir()
+        try:
+            exits.mkdir(parents=True, exist_ok=True)
+            now = time.time()
+            for old in exits.iterdir():
+                if now - old.stat().st_mtime > 60:
+                    old.unlink(missing_ok=True)
+            (exits / record.id).write_text(str(record.state.exit_code))
+        except OSError as exc:
+            log.warning("container.exit_code_not_kept", container=record.id, reason=str(exc))
+
+    def attach(self, ref: str) -> Any:
+        """A new attach client (a socket speaking ``pyengine.containers.attach`` frames) of the
+        running container's monitor; Conflict when it is not running."""
+        from pyengine.containers import attach
+
+        record = self.get(ref)
+        if not record.state.running or not pid_alive(record.state.monitor_pid):
+            raise Conflict(f"Container {record.id} is not running")
+        try:
+            return attach.connect(str(self.store.run_path(record.id)))
+        except OSError as exc:
+            raise Conflict(f"cannot attach to container {record.name}: {exc.strerror or exc}") from None
+
+    def resize(self, ref: str, height: int, width: int) -> None:
+        """Set the terminal size of a container started with a tty (SIGWINCH reaches it)."""
+        from pyengine.containers import attach
+
+        if not (0 < height < 65536 and 0 < width < 65536):
+            raise UsageError(f"invalid terminal size {height}x{width}")
+        sock = self.attach(ref)
+        try:
+            attach.send_resize(sock, height, width)
+        finally:
+            sock.close()
+
+    def restart(self, ref: str, timeout: int | None = None) -> ContainerRecord:
+        """Stop (if running) and start again."""
+        self.stop(ref, timeout)
+        return self.start(ref)
+
+    def update(self, ref: str, changes: dict[str, Any]) -> list[str]:
+        """Change resource limits and the restart policy: written to the record and, while the
+        container runs, to its live cgroup through every isolator that can (``update``).
+        Zero and empty values mean "unchanged", as in Docker's update. Returns warnings.
+
+        :raises UsageError: for a limit this engine cannot change or a value Docker refuses
+        """
+        from pyengine.containers.spec import resources
+
+        wanted = {k: v for k, v in changes.items() if v not in (None, 0, "", [], {}) and k != "RestartPolicy"}
+        unsupported = sorted(set(wanted) - set(UPDATABLE))
+        if unsupported:
+            raise UsageError(f"cannot update {', '.join(unsupported)}: pyengine can change {', '.join(UPDATABLE)} "
+                             "and RestartPolicy")
+        for key, value in wanted.items():
+            if key != "CpusetCpus" and key != "CpusetMems" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise UsageError(f"invalid {key}: {value!r} is not an integer")
+        policy = changes.get("RestartPolicy")
+        if policy and policy.get("Name"):
+            if policy["Name"] not in ("no", "always", "on-failure", "unless-stopped"):
+                raise UsageError(f"invalid restart policy {policy['Name']!r}")
+        warnings: list[str] = []
+        container_id = self.store.resolve(ref)
+        with self.store.container_lock(container_id):
+            record = self.reconcile(self.store.load(container_id))
+            host = record.host_config
+            merged = {**host, **wanted}
+            if wanted.get("NanoCpus") and (merged.get("CpuQuota") or merged.get("CpuPeriod")):
+                raise UsageError("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+            if (wanted.get("CpuQuota") or wanted.get("CpuPeriod")) and merged.get("NanoCpus"):
+                raise UsageError("Conflicting options: CPU Quota or CPU Period cannot be updated as NanoCPUs has "
+                                 "already been set")
+            if wanted.get("Memory") and wanted["Memory"] < 6 * 1024 * 1024:
+                raise UsageError("Minimum memory limit allowed is 6MB")
+            swap = merged.get("MemorySwap") or 0
+            if swap > 0 and merged.get("Memory") and swap < merged["Memory"]:
+                raise UsageError("Minimum memoryswap limit should be larger than memory limit, see usage")
+            if policy and policy.get("Name"):
+                if host.get("AutoRemove") and policy["Name"] != "no":
+                    raise UsageError("Restart policy cannot be updated because AutoRemove is enabled for the "
+                                     "container")
+                merged["RestartPolicy"] = {"Name": policy["Name"],
+                                           "MaximumRetryCount": int(policy.get("MaximumRetryCount") or 0)}
+            if record.state.running and wanted:
+                live = resources(wanted)
+                if wanted.get("Memory") and not wanted.get("MemorySwap") and host.get("MemorySwap", 0) > 0:
+                    live.setdefault("memory", {})["swap"] = merged["MemorySwap"]
+                applied = False
+                for isolator in self.isolators():
+                    method = getattr(isolator, "update", None)
+                    if method is not None:
+                        method(record.id, live)
+                        applied = True
+                if not applied:
+                    warnings.append("no isolator on this host can change the limits of a running container; "
+                                    "they apply at its next start")
+            record.host_config = merged
+            self.store.save_config(record)
+        self.emit(record, "update")
+        return warnings
+
+    def prune(self, filters: dict[str, list[str]] | None = None) -> tuple[list[str], int]:
+        """Remove every stopped container the filters (``until``, ``label``, ``label!``) select;
+        (their IDs, the bytes their writable layers held)."""
+        from pyengine.containers.logs import parse_time
+
+        filters = {k: v for k, v in (filters or {}).items() if v}
+        for key in filters:
+            if key not in ("until", "label", "label!"):
+                raise UsageError(f"invalid filter '{key}'")
+        until = min(parse_time(v) for v in filters["until"]) if filters.get("until") else None
+        deleted: list[str] = []
+        reclaimed = 0
+        for record in self.list(all_=True):
+            if record.state.running:
+                continue
+            if until is not None and _unix(record.created) >= until:
+                continue
+            labels = record.config.get("Labels") or {}
+            if not all(_label_matches(labels, v) for v in filters.get("label") or []):
+                continue
+            if any(_label_matches(labels, v) for v in filters.get("label!") or []):
+                continue
+            size = self.size_rw(record)
+            try:
+                self.remove(record.id)
+            except (NotFound, Conflict):
+                continue
+            deleted.append(record.id)
+            reclaimed += size
+        return deleted, reclaimed
+
+    def size_rw(self, record: ContainerRecord) -> int:
+        """Bytes in the container's writable layer (0 when the driver cannot tell)."""
+        try:
+            parent = self.engine.images.resolve_image(record.image_id).top_layer
+        except PyEngineError:
+            parent = None
+        try:
+            return int(self.engine.storage.diff_size(record.layer_id, parent))
+        except Exception as exc:  # noqa: BLE001 - a size is informative only
+            log.debug("container.size_unknown", container=record.id, reason=str(exc))
+            return 0
 
     def rename(self, ref: str, new_name: str) -> None:
         self.store.check_name(new_name)
@@ -367,34 +588,30 @@ class Containers:
 
     # -- inspect ---------------------------------------------------------------------------
     def inspect(self, ref: str) -> dict[str, Any]:
-        """Docker's container inspect document, as far as the engine knows it."""
+        """Docker's container inspect document (``pyengine inspect``, ``GET /containers/{id}/json``)."""
+        from pyengine.containers.inspect import inspect_document
+
         record = self.get(ref)
-        s = record.state
-        return {
-            "Id": record.id, "Created": record.created, "Name": "/" + record.name,
-            "Path": (record.config.get("Entrypoint") or record.config.get("Cmd") or [""])[0],
-            "Args": ((record.config.get("Entrypoint") or []) + (record.config.get("Cmd") or []))[1:],
-            "State": {"Status": s.status, "Running": s.status in ("running", "paused"),
-                      "Paused": s.status == "paused", "Restarting": s.status == "restarting",
-                      "OOMKilled": s.oom_killed, "Dead": s.status == "dead", "Pid": s.pid,
-                      "ExitCode": s.exit_code, "Error": s.error, "StartedAt": s.started_at,
-                      "FinishedAt": s.finished_at},
-            "Image": record.image_id, "ImageName": record.image,
-            "RestartCount": s.restart_count, "Driver": self.engine.storage_spec().name,
-            "LogPath": str(self.store.log_path(record.id)),
-            "Config": record.config, "HostConfig": record.host_config,
-            "GraphDriver": {"Name": self.engine.storage_spec().name, "Data": {"LayerId": record.layer_id}},
-            "NetworkSettings": self._network_settings(record),
-        }
+        return inspect_document(self, record, self.exec_ids(record.id))
 
-    def _network_settings(self, record: ContainerRecord) -> dict[str, Any]:
-        from pyengine.containers.networking import joins_networks, network_settings
+    def exec_ids(self, container_id: str) -> list[str]:
+        """The IDs of the container's exec records (``ExecIDs``)."""
+        try:
+            from pyengine.containers.exec import ExecStore
+        except ImportError:  # an engine without exec records
+            return []
+        return [entry["ID"] for entry in ExecStore(self.engine.config.run_root).list(container_id)]
 
-        if not joins_networks(record.host_config.get("NetworkMode") or "none"):
-            return network_settings(None, record)
-        from pyengine.network.manager import NetworkManager
 
-        return network_settings(NetworkManager(self.engine), record)
+def _unix(iso: str) -> float:
+    from pyengine.containers.inspect import unix_seconds
+
+    return unix_seconds(iso)
+
+
+def _label_matches(labels: dict[str, str], expression: str) -> bool:
+    key, sep, value = expression.partition("=")
+    return key in labels and (not sep or labels[key] == value)
 
 
 def _parse_bytes(value: str | int) -> int:

@@ -230,6 +230,12 @@ class CgroupV1Isolator:
         thread.start()
         return thread
 
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Write changed limits (OCI ``linux.resources``, only the keys that change) to a
+        running container's cgroup: the engine's ``update`` verb (``docker update``)."""
+        self._apply(container_id, resources)
+        log.info("cgroup.updated", version=1, container_id=container_id)
+
     def enter(self, container_id: str, spec: dict[str, Any], pid: int) -> None:
         """Move ``pid`` into the container's cgroup in every hierarchy."""
         for path in self._dirs(container_id):

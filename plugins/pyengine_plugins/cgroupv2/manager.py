@@ -197,6 +197,12 @@ class CgroupV2Isolator:
             for device in block_io.get(key) or []:
                 self._write(container_id, "io.max", f"{device['major']}:{device['minor']} {field}={device['rate']}")
 
+    def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        """Write changed limits (OCI ``linux.resources``, only the keys that change) to a
+        running container's cgroup: the engine's ``update`` verb (``docker update``)."""
+        self._apply(container_id, resources)
+        log.info("cgroup.updated", version=2, container_id=container_id)
+
     def enter(self, container_id: str, spec: dict[str, Any], pid: int) -> None:
         """Move ``pid`` into the container's cgroup."""
         self.fs.write(self._file(container_id, "cgroup.procs"), str(pid))
