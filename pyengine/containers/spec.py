@@ -170,7 +170,7 @@ def parse_security_opts(values: list[str] | None) -> SecurityOptions:
                 raise _unsupported(opt, "AppArmor profiles (this engine applies none; apparmor=unconfined is "
                                         "accepted)")
         elif key == "label":
-            if value not in ("disable", "disable:true"):
+            if value != "disable":
                 raise _unsupported(opt, "SELinux labels (this engine applies none; label=disable is accepted)")
         else:
             raise _security_opt_error(2, opt)
