@@ -20,14 +20,9 @@ def _containers(state: CliState):  # noqa: ANN202
 
 
 def _manager(state: CliState):  # noqa: ANN202 - imported lazily to keep the CLI cheap
-    from pyengine.network.manager import NetworkManager
+    from pyengine.network.verbs import reconciled_manager
 
-    manager = NetworkManager(state.engine())
-    # Containers whose monitor is gone are recorded as exited (and leave their networks);
-    # endpoints of containers that no longer exist at all are freed here.
-    live = [r.id for r in _containers(state).list(all_=True) if r.state.running]
-    manager.reconcile(live)
-    return manager
+    return reconciled_manager(state.engine())
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -90,26 +85,15 @@ def _summary(record) -> dict:  # noqa: ANN001
             "Internal": record.internal, "Containers": len(record.endpoints)}
 
 
-def _inspect(record) -> dict:  # noqa: ANN001
-    return {
-        "Name": record.name, "Id": record.id, "Created": record.created, "Driver": record.driver,
-        "Internal": record.internal, "Options": record.options, "Labels": record.labels,
-        "IPAM": {"Driver": "default", "Config": [
-            {k: v for k, v in (("Subnet", record.subnet), ("Gateway", record.gateway),
-                               ("IPRange", record.ip_range)) if v}] if record.subnet else []},
-        "Containers": {cid: {"Name": e.name, "IPv4Address": e.address, "Aliases": e.aliases,
-                             "Ports": e.ports} for cid, e in record.endpoints.items()},
-        "DriverState": record.state,
-    }
-
-
 @network.command()
 @click.argument("names", nargs=-1, required=True)
 @pass_state
 def inspect(state: CliState, names: tuple[str, ...]) -> None:
     """Show networks as JSON."""
+    from pyengine.network import verbs
+
     manager = _manager(state)
-    click.echo(json.dumps([_inspect(manager.get(n)) for n in names], indent=2))
+    click.echo(json.dumps([verbs.inspect(manager.get(n)) for n in names], indent=2))
 
 
 @network.command()

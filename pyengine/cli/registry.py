@@ -15,13 +15,16 @@ from pyengine.cli import CliState, pass_state
 from pyengine.errors import UsageError
 
 
-def _printer(quiet: bool):  # noqa: ANN202 - a progress callback
+def _printer(quiet: bool):  # noqa: ANN202 - an on_event callback
+    """Docker's progress events as ``id: status`` lines; byte counts and aux records are not printed."""
     if quiet:
         return None
 
-    def progress(digest: str, event: str) -> None:
-        click.echo(f"{digest.split(':', 1)[-1][:12]}: {event}")
-    return progress
+    def show(event: dict) -> None:
+        if "progress" in event or "status" not in event:
+            return
+        click.echo(f"{event['id']}: {event['status']}" if event.get("id") else event["status"])
+    return show
 
 
 def _split_archive_ref(name: str) -> tuple[str, str] | None:
@@ -41,9 +44,8 @@ def pull(state: CliState, platform_: str | None, all_tags: bool, quiet: bool, na
     """Pull an image from a registry, an OCI layout (oci:DIR[:TAG]) or an archive
     (docker-archive:FILE, oci-archive:FILE)."""
     from pyengine.images.reference import parse_reference
-    from pyengine.registry.client import RegistryAuthError, RegistryError
-    from pyengine.registry.connect import pull_clients
-    from pyengine.registry.transfer import Puller, parse_platform
+    from pyengine.registry import verbs
+    from pyengine.registry.transfer import parse_platform
 
     archive = _split_archive_ref(name)
     engine = state.engine()
@@ -59,44 +61,17 @@ def pull(state: CliState, platform_: str | None, all_tags: bool, quiet: bool, na
         for loaded_name, image in load_archive(engine.images, archive[1]):
             click.echo(loaded_name or image.id)
         return
-    want = parse_platform(platform_)
     ref = parse_reference(name, default_tag=not all_tags)
-    clients = pull_clients(engine, ref.domain)
     refs = [ref]
     if all_tags:
         if ref.tag or ref.digest:
             raise UsageError("--all-tags takes a repository name without a tag or digest")
-        refs = [ref.with_tag(t) for t in sorted(clients[-1].tags(ref.path))]
+        refs = [ref.with_tag(t) for t in sorted(verbs.repository_tags(engine, ref))]
         if not refs:
             raise UsageError(f"{ref.repository} has no tags")
     for one in refs:
-        if not quiet:
-            click.echo(f"{one.tag or one.digest}: Pulling from {one.path}" if one.tag
-                       else f"Pulling {one}")
-        last_error: Exception | None = None
-        for client in clients:
-            try:
-                digest, image = Puller(client, engine.images, _printer(quiet)).pull(one, want)
-                break
-            except RegistryAuthError:
-                if client is clients[-1]:
-                    raise
-                last_error = None
-            except RegistryError as exc:
-                # A mirror that fails is skipped; the registry's own failure is the answer.
-                last_error = exc
-                if client is clients[-1]:
-                    raise
-            finally:
-                client.close()
-        else:  # pragma: no cover - the loop either breaks or raises
-            raise last_error or RegistryError("pull failed")
-        if quiet:
-            click.echo(str(one))
-        else:
-            click.echo(f"Digest: {digest}")
-            click.echo(f"Status: Downloaded image for {one.familiar()}")
-            click.echo(str(one))
+        verbs.pull_image(engine, engine.images, one, platform_, on_event=_printer(quiet))
+        click.echo(str(one))
 
 
 @click.command("push")
@@ -109,9 +84,7 @@ def pull(state: CliState, platform_: str | None, all_tags: bool, quiet: bool, na
 def push(state: CliState, quiet: bool, chunk_size: int | None, name: str, destination: str | None) -> None:
     """Push an image to a registry: NAME[:TAG] [DESTINATION]; DESTINATION may also be
     oci:DIR[:TAG], docker-archive:FILE or oci-archive:FILE."""
-    from pyengine.images.reference import parse_reference
-    from pyengine.registry.connect import client_for
-    from pyengine.registry.transfer import PUSH_CHUNK, Pusher
+    from pyengine.registry import verbs
 
     engine = state.engine()
     if destination and destination.startswith("oci:"):
@@ -127,16 +100,9 @@ def push(state: CliState, quiet: bool, chunk_size: int | None, name: str, destin
             save_archive(engine.images, [name], out, archive[0])
         click.echo(engine.images.resolve_image(name).manifest_digest)
         return
-    ref = parse_reference(destination or name)
-    client = client_for(engine, ref.domain)
-    try:
-        if not quiet:
-            click.echo(f"The push refers to repository [{ref.repository}]")
-        digest = Pusher(client, engine.images, _printer(quiet), chunk_size or PUSH_CHUNK).push(name, ref)
-    finally:
-        client.close()
-    size = len(engine.images.read_blob(digest))
-    click.echo(digest if quiet else f"{ref.tag or 'latest'}: digest: {digest} size: {size}")
+    result = verbs.push_image(engine, name, destination, chunk_size=chunk_size, on_event=_printer(quiet))
+    if quiet:
+        click.echo(result.digest)
 
 
 @click.command("login")
@@ -148,11 +114,8 @@ def push(state: CliState, quiet: bool, chunk_size: int | None, name: str, destin
 def login(state: CliState, username: str | None, password: str | None, password_stdin: bool, server: str) -> None:
     """Log in to a registry; the credentials are stored only if the registry accepts them."""
     from pyengine.drivers.registry import Credentials
-    from pyengine.registry import auth
-    from pyengine.registry.client import RegistryClient
-    from pyengine.registry.connect import registry_options
+    from pyengine.registry import auth, verbs
 
-    host = auth.normalise_host(server)
     if password_stdin:
         if password:
             raise UsageError("--password and --password-stdin are mutually exclusive")
@@ -161,15 +124,8 @@ def login(state: CliState, username: str | None, password: str | None, password_
         username = click.prompt("Username")
     if password is None:
         password = click.prompt("Password", hide_input=True)
-    if not username or not password:
-        raise UsageError("login needs a user name and a password")
-    creds = Credentials(username, password)
-    client = RegistryClient(host, registry_options(state.engine(), host), creds)
-    try:
-        client.login()
-    finally:
-        client.close()
-    path = auth.store_credentials(host, creds)
+    host = verbs.check_login(state.engine(), server, username, password)
+    path = auth.store_credentials(host, Credentials(username, password))
     click.echo(f"Login Succeeded (credentials in {path})")
 
 
@@ -193,23 +149,13 @@ def logout(server: str) -> None:
 @pass_state
 def search(state: CliState, limit: int, no_trunc: bool, term: str) -> None:
     """Search a registry's catalog: [REGISTRY/]TERM (repositories whose name contains TERM)."""
-    from pyengine.registry.connect import client_for
+    from pyengine.registry import verbs
 
-    first, sep, rest = term.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        host, needle = first, rest
-    else:
-        host, needle = "docker.io", term
-    client = client_for(state.engine(), host)
-    try:
-        names = [r for r in client.catalog() if needle in r][:limit]
-        rows = []
-        for repo in names:
-            tags = sorted(client.tags(repo))
-            shown = tags if no_trunc or len(tags) <= 5 else [*tags[:5], f"... ({len(tags)} tags)"]
-            rows.append((f"{host}/{repo}", ", ".join(shown)))
-    finally:
-        client.close()
+    rows = []
+    for entry in verbs.search(state.engine(), term, limit, with_tags=True):
+        tags = entry["tags"]
+        shown = tags if no_trunc or len(tags) <= 5 else [*tags[:5], f"... ({len(tags)} tags)"]
+        rows.append((entry["name"], ", ".join(shown)))
     width = max([len("NAME")] + [len(r[0]) for r in rows])
     click.echo(f"{'NAME'.ljust(width)}   TAGS")
     for repo_name, tag_text in rows:

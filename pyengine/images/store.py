@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -154,8 +155,11 @@ class ImageStore:
         self.layer_dir = self.root / "layers"
         self.tags_path = self.root / "tags.json"
         self._storage = storage
-        self._lock_depth = 0
-        self._lock_fd: int | None = None
+        # Re-entrant per thread: the daemon's threads share one store, and each must take
+        # the flock itself (flocks on separate open files exclude each other, even in one process).
+        self._held = threading.local()
+        #: blobs ingested through this store object that no committed image references yet;
+        #: concurrent ingests (the daemon's requests) each use their own ImageStore object
         self.new_blobs: set[str] = set()
 
     @classmethod
@@ -188,23 +192,23 @@ class ImageStore:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """The store's one lock (re-entrant within a process) around every mutation."""
-        if self._lock_depth:
-            self._lock_depth += 1
+        """The store's one lock (re-entrant within a thread) around every mutation."""
+        depth = getattr(self._held, "depth", 0)
+        if depth:
+            self._held.depth = depth + 1
             try:
                 yield
             finally:
-                self._lock_depth -= 1
+                self._held.depth -= 1
             return
         self._ensure_dirs()
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
-        self._lock_fd, self._lock_depth = fd, 1
+        self._held.depth = 1
         try:
             yield
         finally:
-            self._lock_depth = 0
-            self._lock_fd = None
+            self._held.depth = 0
             os.close(fd)
 
     # -- blobs -----------------------------------------------------------------------------
@@ -399,11 +403,14 @@ class ImageStore:
                 return descriptor
         raise NotFound(f"no manifest for linux/{want_arch} in the image index")
 
-    def commit_image(self, refs: list[str] | str | None, manifest_bytes: bytes, media_type: str | None = None) -> Image:
+    def commit_image(self, refs: list[str] | str | None, manifest_bytes: bytes, media_type: str | None = None,
+                     on_layer: Callable[[str, str], None] | None = None) -> Image:
         """Make an image from a manifest (or index) whose blobs are all in the store, and tag it.
 
         Layers missing from the driver are created and their diffIDs checked; on any failure
         the layers made here are removed and nothing else changes.
+        :param on_layer: called ``(layer blob digest, "Extracting" | "Pull complete")`` around
+            each layer applied here (a pull's progress)
         """
         if isinstance(refs, str):
             refs = [refs]
@@ -437,7 +444,7 @@ class ImageStore:
                 raise NotFound(f"layer blob {layer['digest']} is not in the store")
         chains = chain_ids(diff_ids)
         with self.lock():
-            layer_sizes = self._apply_layers(layers, diff_ids, chains)
+            layer_sizes = self._apply_layers(layers, diff_ids, chains, on_layer)
             record = self._read_json(self._image_path(config_digest)) or {
                 "id": config_digest, "manifests": [], "indexes": {}, "layers": chains, "diff_ids": diff_ids,
                 "layer_sizes": layer_sizes, "layer_blobs": [], "created": config.get("created", "")}
@@ -459,7 +466,8 @@ class ImageStore:
                      refs=[str(r) for r in parsed_refs])
             return self._image(record)
 
-    def _apply_layers(self, layers: list[dict[str, Any]], diff_ids: list[str], chains: list[str]) -> list[int]:
+    def _apply_layers(self, layers: list[dict[str, Any]], diff_ids: list[str], chains: list[str],
+                      on_layer: Callable[[str, str], None] | None = None) -> list[int]:
         from pyengine.layers.extract import open_layer
 
         storage = self.storage
@@ -483,6 +491,8 @@ class ImageStore:
                         if above not in records and storage.exists(above_id):
                             storage.remove(above_id)
                 started = time.monotonic()
+                if on_layer is not None:
+                    on_layer(layer["digest"], "Extracting")
                 storage.create(layer_id, parent)
                 created.append(layer_id)
                 # Unbuffered, so a decompressor that hands the fd to a subprocess sees the true offset.
@@ -494,6 +504,8 @@ class ImageStore:
                     raise InvalidArchive(f"layer {layer['digest']} has diff ID {reader.digest}, "
                                          f"the image config says {diff_id}")
                 sizes.append(reader.size)
+                if on_layer is not None:
+                    on_layer(layer["digest"], "Pull complete")
                 log.info("layer.applied", chain_id=chain, digest=layer["digest"], size=reader.size,
                          ms=round((time.monotonic() - started) * 1000))
         except BaseException:
@@ -538,41 +550,28 @@ class ImageStore:
                 used.setdefault(config.get("image_id", ""), []).append(config.get("id", path.parent.name))
         return used
 
-    def remove(self, image_ref: str, force: bool = False) -> list[tuple[str, str]]:
-        """``rmi``: untag, and delete the image when no tag is left; returns docker's output lines."""
+    def untag(self, name: str) -> list[tuple[str, str]]:
+        """Remove the tag ``name`` (a normalised reference); the image itself stays."""
         with self.lock():
-            image = self.resolve_image(image_ref)
             tags = self.tags()
-            out: list[tuple[str, str]] = []
-            by_id = looks_like_id(image_ref) and image.id[len("sha256:"):].startswith(
-                image_ref[len("sha256:"):] if image_ref.startswith("sha256:") else image_ref)
-            if not by_id:
-                ref = parse_reference(image_ref)
-                if not ref.digest:
-                    tags.pop(str(ref), None)
-                    out.append(("Untagged", ref.familiar()))
-                    self._write_tags(tags)
-                    self.record_event("untag", image.id, ref.familiar())
-                    remaining = [t for t in image.tags if t != str(ref)]
-                    if remaining:
-                        return out
-            else:
-                repos = {parse_reference(t).repository for t in image.tags}
-                if len(repos) > 1 and not force:
-                    raise Conflict(f"unable to delete {image.short_id} (must be forced) - image is referenced "
-                                   "in multiple repositories")
-            users = self.images_in_use().get(image.id)
-            if users:
-                raise Conflict(f"unable to delete {image.short_id} - image is being used by container "
-                               f"{users[0][:12]}")
-            for t in image.tags:
-                if t in tags:
-                    tags.pop(t)
-                    out.append(("Untagged", parse_reference(t).familiar()))
-                    self.record_event("untag", image.id, parse_reference(t).familiar())
+            if tags.pop(name, None) is None:
+                return []
             self._write_tags(tags)
-            out.extend(self._delete_image(image.id))
-            return out
+            log.info("image.untagged", ref=name)
+            self.record_event("untag", name, parse_reference(name).familiar())
+            return [("Untagged", parse_reference(name).familiar())]
+
+    def delete_untagged(self, image: Image) -> list[tuple[str, str]]:
+        """Delete an image no tag names any more: its record, unshared layers and blobs.
+
+        Whether a container's use forbids it is the caller's rule (``pyengine.images.verbs``).
+        """
+        with self.lock():
+            digests = set(image.manifests) | set(image.indexes)
+            still = [ref for ref, digest in self.tags().items() if digest in digests]
+            if still:
+                raise Conflict(f"image {image.short_id} is still tagged {still[0]}")
+            return self._delete_image(image.id)
 
     def _delete_image(self, image_id: str) -> list[tuple[str, str]]:
         """Remove an untagged image record, then its unshared layers, then its unshared blobs."""
@@ -613,12 +612,16 @@ class ImageStore:
         path.unlink()
         log.info("layer.removed", chain_id=chain)
 
-    def prune(self, all_images: bool = False) -> tuple[list[tuple[str, str]], int]:
-        """Remove dangling images (``all_images``: every image no container uses)."""
+    def prune(self, all_images: bool = False,
+              extra_in_use: set[str] | None = None) -> tuple[list[tuple[str, str]], int]:
+        """Remove dangling images (``all_images``: every image no container uses).
+
+        :param extra_in_use: more image ids to keep (the caller's view of containers, filters)
+        """
         with self.lock():
             before = self.disk_usage()["images_size"]
             tags = self.tags()
-            used = self.images_in_use()
+            used = set(self.images_in_use()) | set(extra_in_use or ())
             out: list[tuple[str, str]] = []
             for image in self.images():
                 if image.id in used or (image.tags and not all_images):
@@ -626,7 +629,6 @@ class ImageStore:
                 for t in image.tags:
                     tags.pop(t, None)
                     out.append(("Untagged", parse_reference(t).familiar()))
-                    self.record_event("untag", image.id, parse_reference(t).familiar())
                 self._write_tags(tags)
                 out.extend(self._delete_image(image.id))
             self._collect_orphan_blobs()

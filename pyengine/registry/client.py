@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import http.client
+import ipaddress
 import json
+import socket
 import ssl
 import threading
 import urllib.parse
@@ -33,6 +35,8 @@ class RegistryError(PyEngineError):
     """The registry refused or failed a request; the message says which and why."""
 
     exit_code = 1
+    #: the registry's HTTP status, when it answered one
+    http_status: int | None = None
 
 
 class RegistryAuthError(RegistryError):
@@ -104,6 +108,12 @@ class RegistryClient:
         # docker.io the name is not docker.io the API endpoint
         self.endpoint = endpoint or ("registry-1.docker.io" if host == "docker.io" else host)
         self.scheme = "http" if self.options.insecure else "https"
+        # Docker's rule: a registry on 127.0.0.0/8 (or ::1) may speak plain HTTP without being
+        # listed as insecure. Here TLS is still tried first and, when the registry answers it,
+        # its certificate is verified as for any other host; only a registry that does not
+        # speak TLS at all is reached over HTTP.
+        self._probe_plain_http = not self.options.insecure and is_loopback_host(self.endpoint)
+        self._probe_lock = threading.Lock()
         self._local = threading.local()
         self._lock = threading.Lock()
         self._challenge: tuple[str, dict[str, str]] | None = None
@@ -140,6 +150,30 @@ class RegistryClient:
 
     def close(self) -> None:
         self._drop_connection()
+
+    def _settle_scheme(self) -> None:
+        """On a loopback registry, fall back to plain HTTP when its port does not speak TLS."""
+        if not self._probe_plain_http:
+            return
+        with self._probe_lock:  # parallel blob transfers wait for the one probe
+            if self._probe_plain_http:
+                self._probe()
+                self._probe_plain_http = False
+
+    def _probe(self) -> None:
+        where = urllib.parse.urlsplit(f"//{self.endpoint}")
+        host = where.hostname or self.endpoint
+        try:
+            with socket.create_connection((host, where.port or 443), timeout=10) as raw:
+                with ssl.create_default_context().wrap_socket(raw, server_hostname=host):
+                    return
+        except ssl.SSLCertVerificationError:
+            return  # it speaks TLS: the certificate error is reported by the request itself
+        except ssl.SSLError:
+            log.info("registry.plain_http", host=self.host, reason="loopback registry does not speak TLS")
+            self.scheme = "http"
+        except OSError:
+            return
 
     def _raw(self, method: str, url: str, headers: dict[str, str], body: bytes | IO[bytes] | None) -> Response:
         parsed = urllib.parse.urlsplit(url)
@@ -226,6 +260,7 @@ class RegistryClient:
                 headers: dict[str, str] | None = None, body: bytes | IO[bytes] | None = None,
                 ok: tuple[int, ...] = (200,)) -> Response:
         """One API call with auth; retried once after a 401 (a new or refreshed token)."""
+        self._settle_scheme()
         url = path_or_url if "://" in path_or_url else f"{self.scheme}://{self.endpoint}{path_or_url}"
         for attempt in (1, 2):
             hdrs = {**(headers or {}), **self._auth_header(scope)}
@@ -264,11 +299,15 @@ class RegistryClient:
                                     f"run `pyengine login {self.host}`")
         if resp.status == 403:
             raise RegistryAuthError(f"{self.host}: access to {path} forbidden" + (f" ({detail})" if detail else ""))
-        raise RegistryError(f"{self.host}: {method} {path} answered {resp.status}" + (f": {detail}" if detail else ""))
+        error = RegistryError(f"{self.host}: {method} {path} answered {resp.status}"
+                              + (f": {detail}" if detail else ""))
+        error.http_status = resp.status
+        raise error
 
     # -- API -------------------------------------------------------------------------------
     def ping(self) -> None:
         """GET /v2/: learn the auth scheme; with credentials, check them (login)."""
+        self._settle_scheme()
         resp = self._raw("GET", f"{self.scheme}://{self.endpoint}/v2/", {}, None)
         resp.read()
         if resp.status == 200:
@@ -289,6 +328,7 @@ class RegistryClient:
 
     def login(self) -> None:
         """Check the credentials against the registry; raises RegistryAuthError when refused."""
+        self._settle_scheme()
         resp = self._raw("GET", f"{self.scheme}://{self.endpoint}/v2/", {}, None)
         resp.read()
         if resp.status == 200:
@@ -400,6 +440,17 @@ class RegistryClient:
         resp = self.request("GET", f"/v2/{repo}/tags/list", scope=self.scope(repo), ok=(200, 404))
         body = resp.read()
         return (json.loads(body).get("tags") or []) if resp.status == 200 else []
+
+
+def is_loopback_host(endpoint: str) -> bool:
+    """``127.0.0.1:5000``, ``[::1]:5000``, ``localhost:5000``: Docker's implicitly insecure registries."""
+    host = urllib.parse.urlsplit(f"//{endpoint}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _with_query(url: str, **params: str) -> str:

@@ -104,14 +104,41 @@ def _check_manifest(data: bytes, media_type: str, where: str) -> tuple[str, dict
     return media_type, doc
 
 
+@dataclass
+class ResolvedManifest:
+    """What a reference names in the registry: the top digest (index or manifest), and the
+    platform's manifest with its media type and parsed document."""
+
+    top_digest: str
+    data: bytes
+    media_type: str
+    document: dict[str, Any]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.document["config"]
+
+    @property
+    def layers(self) -> list[dict[str, Any]]:
+        return list(self.document.get("layers") or [])
+
+
 class Puller:
-    """Pulls one reference into an image store."""
+    """Pulls one reference into an image store.
+
+    :param progress: ``(blob digest, event)`` per layer event, one line each
+    :param on_bytes: ``(blob digest, bytes so far, total or None)`` while a blob downloads
+    :param on_layer: ``(layer digest, "Extracting" | "Pull complete")`` around each layer applied
+    """
 
     def __init__(self, client: RegistryClient, store: Any, progress: Progress | None = None,
-                 parallel: int = PARALLEL) -> None:
+                 parallel: int = PARALLEL, on_bytes: Callable[[str, int, int | None], None] | None = None,
+                 on_layer: Callable[[str, str], None] | None = None) -> None:
         self.client = client
         self.store = store
         self.progress = progress or (lambda _id, _event: None)
+        self.on_bytes = on_bytes
+        self.on_layer = on_layer
         self.parallel = parallel
         self.incoming = Path(store.data_root) / "blobs" / "incoming"
         self.bytes_downloaded = 0
@@ -119,6 +146,12 @@ class Puller:
 
     def pull(self, ref: Reference, want: Platform) -> tuple[str, Any]:
         """Pull ``ref``; return (digest pulled, committed Image)."""
+        digest, image = self.complete(ref, self.resolve(ref, want))
+        self.store.record_event("pull", ref.familiar(), ref.familiar_repository)
+        return digest, image
+
+    def resolve(self, ref: Reference, want: Platform) -> ResolvedManifest:
+        """Fetch the manifest ``ref`` names (through an index to ``want``'s), checking digests."""
         repo = ref.path
         where = str(ref)
         media_type, data, header_digest = self.client.get_manifest(repo, ref.digest or ref.tag or "latest", ACCEPT)
@@ -134,10 +167,16 @@ class Puller:
             media_type, doc = _check_manifest(data, desc.get("mediaType") or media_type, where)
         if media_type not in media.MANIFEST_TYPES:
             raise InvalidArchive(f"{where}: unsupported manifest type {media_type!r}")
-        blobs = [doc["config"], *(doc.get("layers") or [])]
+        return ResolvedManifest(top_digest, data, media_type, doc)
+
+    def complete(self, ref: Reference, resolved: ResolvedManifest) -> tuple[str, Any]:
+        """Download what ``resolve`` found and commit it as an image tagged ``ref``."""
+        repo = ref.path
+        blobs = [resolved.config, *resolved.layers]
         try:
             self._fetch_all(repo, blobs)
-            image = self.store.commit_image([str(ref)] if ref.tag else None, data, media_type)
+            image = self.store.commit_image([str(ref)] if ref.tag else None, resolved.data, resolved.media_type,
+                                            on_layer=self.on_layer)
         except BaseException:
             self.store.discard_new_blobs()
             with contextlib.suppress(OSError):
@@ -145,8 +184,7 @@ class Puller:
             raise
         with contextlib.suppress(OSError):
             self.incoming.rmdir()
-        self.store.record_event("pull", ref.familiar(), ref.familiar_repository)
-        return top_digest, image
+        return resolved.top_digest, image
 
     def _fetch_all(self, repo: str, blobs: list[dict[str, Any]]) -> None:
         todo: list[dict[str, Any]] = []
@@ -198,6 +236,8 @@ class Puller:
                     hasher.update(chunk)
                     out.write(chunk)
                     got += len(chunk)
+                    if self.on_bytes is not None:
+                        self.on_bytes(digest, offset + got, size)
             except TransferInterrupted:
                 self.progress(digest, f"Interrupted at {offset + got} bytes")
                 raise TransferInterrupted(f"download of blob {digest} stopped at {offset + got} of {size} bytes; "
@@ -229,12 +269,15 @@ class Pusher:
     """Pushes one stored image to a repository."""
 
     def __init__(self, client: RegistryClient, store: Any, progress: Progress | None = None,
-                 chunk_size: int | None = PUSH_CHUNK, parallel: int = PARALLEL) -> None:
+                 chunk_size: int | None = PUSH_CHUNK, parallel: int = PARALLEL,
+                 on_bytes: Callable[[str, int, int | None], None] | None = None) -> None:
+        """:param on_bytes: ``(blob digest, bytes sent so far, total)`` while a blob uploads"""
         self.client = client
         self.store = store
         self.progress = progress or (lambda _id, _event: None)
         self.chunk_size = chunk_size
         self.parallel = parallel
+        self.on_bytes = on_bytes
 
     def push(self, local_ref: str, ref: Reference) -> str:
         image = self.store.resolve_image(local_ref)
@@ -277,6 +320,41 @@ class Pusher:
         started = time.monotonic()
         self.progress(digest, "Pushing")
         path = self.store.blob_path(digest)
-        self.client.upload_blob(repo, digest, size, lambda: open(path, "rb"), self.chunk_size)
+        if self.on_bytes is None:
+            self.client.upload_blob(repo, digest, size, lambda: open(path, "rb"), self.chunk_size)
+        else:
+            report = self.on_bytes
+            self.client.upload_blob(repo, digest, size,
+                                    lambda: _CountingFile(open(path, "rb"), lambda n: report(digest, n, size)),
+                                    self.chunk_size)
         log.info("blob.pushed", digest=digest, bytes=size, ms=int((time.monotonic() - started) * 1000))
         self.progress(digest, "Pushed")
+
+
+class _CountingFile:
+    """A file for an upload body that reports how far it has been read (rewound on a retry)."""
+
+    def __init__(self, f: Any, report: Callable[[int], None]) -> None:
+        self.f = f
+        self.report = report
+        self.position = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.f.read(n)
+        self.position += len(data)
+        if data:
+            self.report(self.position)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = self.f.seek(offset, whence)
+        return self.position
+
+    def close(self) -> None:
+        self.f.close()
+
+    def __enter__(self) -> _CountingFile:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
