@@ -108,20 +108,39 @@ async def start(request: web.Request) -> web.StreamResponse:
     config = record["Config"]
     containers = request.app["backend"].containers()
     console = (int(size[0]), int(size[1])) if size and len(size) == 2 else None
-    session = await _exec_call(request, start_exec, containers, exec_id, detach=detach, console_size=console)
     if detach:
+        session = await _exec_call(request, start_exec, containers, exec_id, detach=True, console_size=console)
         asyncio.ensure_future(_reap(request, session))
         return web.Response(status=200)
+    await _call(request, _check_startable, containers, record)
+    # As dockerd: the connection is taken over before the process starts, so its first
+    # output never shares a read with the 101's headers (docker-py would lose it).
+    tty = bool(config.get("Tty"))
+    conn = await take_over(request, RAW_STREAM if tty else MULTIPLEXED_STREAM)
+    try:
+        session = await _exec_call(request, start_exec, containers, exec_id, detach=False, console_size=console)
+    except Exception as exc:  # noqa: BLE001 - the status is sent: the error goes in the stream, as dockerd's
+        await conn.write(str(exc).encode() + b"\n" if tty else stdcopy_frame(2, str(exc).encode() + b"\n"))
+        await conn.close()
+        return conn.response
     _sessions[exec_id] = session
     try:
-        tty = session.tty_master is not None
-        conn = await take_over(request, RAW_STREAM if tty else MULTIPLEXED_STREAM)
-        await _relay(request, session, conn, tty, parse_detach_keys(config.get("DetachKeys") or None),
+        await _relay(request, session, conn, session.tty_master is not None,
+                     parse_detach_keys(config.get("DetachKeys") or None),
                      want_stdout=config.get("AttachStdout", True), want_stderr=config.get("AttachStderr", True))
         await conn.close()
         return conn.response
     finally:
         _sessions.pop(exec_id, None)
+
+
+def _check_startable(containers: Any, record: dict[str, Any]) -> None:
+    """Refuse, before the connection is taken over, an exec that ran or whose container stopped."""
+    if record["Running"] or record["ExitCode"] is not None or record["Pid"]:
+        raise Conflict(f"Exec {record['ID']} has already been started")
+    container = containers.get(record["ContainerID"])
+    if container.state.status != "running" or not container.state.pid:
+        raise Conflict(f"Container {container.id} is not running")
 
 
 async def _reap(request: web.Request, session: Any) -> None:
