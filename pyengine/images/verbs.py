@@ -87,11 +87,21 @@ def summary(store: ImageStore, image: Image, containers: int = -1) -> dict[str, 
     }
 
 
-def list_images(store: ImageStore, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
-    """Images as ``GET /images/json`` lists them, newest first, with Docker's filters."""
+def list_images(store: ImageStore, filters: dict[str, list[str]] | None = None,
+                all_: bool = True) -> list[dict[str, Any]]:
+    """Images as ``GET /images/json`` lists them, newest first, with Docker's filters.
+
+    Without ``all_`` the untagged intermediate images of builds (the build cache's) are left
+    out, as dockerd leaves out images that are only parents of others.
+    """
     filters = filters or {}
     check_filters(filters, LIST_FILTERS)
     images = sorted(store.images(), key=lambda i: (unix_time(i.created), i.id), reverse=True)
+    if not all_:
+        from pyengine.build.cache import BuildCache
+
+        intermediate = BuildCache(store.data_root).held_images()
+        images = [i for i in images if i.tags or i.id not in intermediate]
     if "dangling" in filters:
         dangling = _bool_filter(filters["dangling"], "dangling")
         images = [i for i in images if (not i.tags) == dangling]

@@ -54,7 +54,7 @@ async def list_images(request: web.Request) -> web.Response:
     filters = qfilters(request)
     if "filter" in request.query:  # the pre-1.25 form of the reference filter
         filters.setdefault("reference", []).append(request.query["filter"])
-    return json_response(await backend.run(verbs.list_images, backend.engine.images, filters))
+    return json_response(await backend.run(verbs.list_images, backend.engine.images, filters, qbool(request, "all")))
 
 
 @routes.get("/images/{name:.+}/json")
