@@ -282,3 +282,39 @@ def test_bad_image_requests_are_docker_errors(daemon, busybox_archive) -> None:
     inspected = json.loads(_request(daemon, "GET", "/v1.45/images/imported:v1/json")[1])
     assert inspected["Id"] == image_id and inspected["Config"]["Cmd"] == ["/bin/sh", "-c", "sh"]
     assert _request(daemon, "GET", "/_ping")[0] == 200
+
+
+def test_docker_build_and_docker_py_build(daemon, busybox_archive, engine_env, tmp_path) -> None:
+    daemon.docker("load", "-i", str(busybox_archive), check=True)
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "file.txt").write_text("from the context\n")
+    (context / "Dockerfile").write_text('FROM busybox\nARG WHO=nobody\nRUN echo "hello $WHO" > /greeting\n'
+                                        'COPY file.txt /file.txt\nLABEL stage=test\nCMD ["cat", "/greeting"]\n')
+    built = daemon.docker("build", "-t", "built:v1", "--build-arg", "WHO=docker", str(context), check=True)
+    lines = built.stdout.splitlines()
+    assert "Step 1/6 : FROM busybox" in lines and "Step 3/6 : RUN echo \"hello $WHO\" > /greeting" in lines
+    short = lines[-2].removeprefix("Successfully built ")
+    assert lines[-1] == "Successfully tagged built:v1" and len(short) == 12
+    image_id = daemon.docker("image", "inspect", "-f", "{{.Id}} {{.Config.Labels.stage}}", "built:v1",
+                             check=True).stdout.split()
+    assert image_id[0][7:19] == short and image_id[1] == "test"
+    # The intermediate images of the build show only with -a.
+    assert daemon.docker("images", "-q", "--filter", "dangling=true", check=True).stdout.strip() == ""
+    cached = daemon.docker("build", "-q", "-t", "built:v1", "--build-arg", "WHO=docker", str(context), check=True)
+    assert cached.stdout.strip() == image_id[0]
+
+    (context / "Dockerfile.bad").write_text("FROM busybox\nRUN exit 3\n")
+    failed = daemon.docker("build", "-f", str(context / "Dockerfile.bad"), str(context))
+    assert failed.returncode == 3
+    assert "The command '/bin/sh -c exit 3' returned a non-zero code: 3" in failed.stderr
+
+    client = daemon.client()
+    image, log = client.images.build(path=str(context), tag="py-built:v2", buildargs={"WHO": "py"}, rm=True)
+    assert "py-built:v2" in image.tags and image.labels == {"origin": "test", "stage": "test"}  # base + own
+    assert any("Successfully tagged py-built:v2" in entry.get("stream", "") for entry in log)
+    import docker.errors
+
+    with pytest.raises(docker.errors.BuildError, match="returned a non-zero code: 3"):
+        client.images.build(path=str(context), dockerfile="Dockerfile.bad")
+    assert engine_env.run("ps", "-aq", check=True).stdout.strip() == ""  # no build container is left
