@@ -1,7 +1,8 @@
 """Containers end to end through the CLI: run, isolation, limits, lifecycle, cleanup.
 
 Every test runs as root against the real kernel: namespaces, mounts and cgroups (v1 on this
-host; the VM runs the same module on cgroup v2 with the `vm` marker's parametrisation).
+host; the VM runs the same module on cgroup v2 with the `vm` marker's parametrisation). The
+``overlay-daemon`` runs send every command through ``pyengine daemon`` (tests/daemon_mode.py).
 """
 
 from __future__ import annotations
@@ -16,22 +17,29 @@ from pathlib import Path
 
 import pytest
 from containers_support import busybox_rootfs_tar, remove_all_containers
+from daemon_mode import local_only, serve
 
 from conftest import EngineEnv, need_root
 
 DRIVERS = ["vfs", "overlay"]
+ENGINES = [*DRIVERS, "overlay-daemon"]
 
 
-@pytest.fixture(params=DRIVERS)
+@pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest, engine_env: EngineEnv,
            tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
-    """An engine with a busybox image, on each storage driver; stops what tests left running."""
+    """An engine with a busybox image, on each storage driver, daemonless and (overlay) through
+    the daemon; stops what tests left running."""
     need_root()
-    engine_env.env["PYENGINE_STORAGE_DRIVER"] = request.param
+    driver, _, via = request.param.partition("-")
+    engine_env.env["PYENGINE_STORAGE_DRIVER"] = driver
+    served = serve(engine_env, via or "local")
     tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
     engine_env.run("import", str(tar), "busybox:latest", check=True)
     yield engine_env
     remove_all_containers(engine_env.run)
+    if served is not None:
+        served.stop()
 
 
 def _inspect(engine: EngineEnv, ref: str) -> dict:
@@ -196,6 +204,8 @@ def test_restart_on_failure_restarts_exactly_three_times(engine: EngineEnv) -> N
     assert logs.count("run") == 4
 
 
+@local_only("engine", ENGINES, "a daemonless ps reconciles a container whose monitor died; the daemon's own "
+            "reconciling is test_daemon_containers' concern")
 def test_killed_monitor_is_reconciled_and_unmounted(engine: EngineEnv) -> None:
     cid = engine.run("run", "-d", "busybox", "sleep", "60", check=True).stdout.strip()
     monitor = json.loads((engine.data_root / "containers" / cid / "state.json").read_text())["monitor_pid"]

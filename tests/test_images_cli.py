@@ -1,5 +1,7 @@
 """The image verbs as a user runs them: import, images, tag, history, inspect, rmi, prune,
-system df/check, and the errors (one line, non-zero exit, store unchanged)."""
+system df/check, and the errors (one line, non-zero exit, store unchanged). Each test runs
+daemonless and again through ``pyengine daemon`` (tests/daemon_mode.py); ``system check``,
+which only works on this machine's engine, then runs daemonless beside the daemon."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import imagebuild as ib
 import pytest
+from daemon_mode import VIAS, serve
 
 from conftest import need_root, need_tool
 
@@ -42,7 +45,22 @@ def rootfs_tar(tmp_path: Path, extra: bytes = b"") -> Path:
     return path
 
 
+@pytest.fixture(params=VIAS, autouse=True)
+def via(request: pytest.FixtureRequest, engine_env):  # noqa: ANN001, ANN201
+    """Daemonless, then through a daemon on the same roots and driver."""
+    if request.param == "daemon":
+        need_root()
+    engine_env.env["PYENGINE_STORAGE_DRIVER"] = DRIVER
+    served = serve(engine_env, request.param)
+    yield request.param
+    if served is not None:
+        served.stop()
+
+
 def run(env, *args: str, **kwargs):  # noqa: ANN001, ANN201
+    if args[:2] == ("system", "check"):
+        # this machine's engine only: beside the daemon, on the stores they share
+        kwargs["env"] = {**kwargs.get("env", {}), "PYENGINE_HOST": ""}
     return env.run("--storage-driver", DRIVER, *args, **kwargs)
 
 
@@ -204,7 +222,7 @@ def test_missing_image_wrong_flag_and_bad_reference_are_one_line_errors(engine_e
 
 
 @pytest.mark.tools
-def test_corrupt_blob_in_a_load_archive_is_refused_and_changes_nothing(engine_env, tmp_path) -> None:
+def test_corrupt_blob_in_a_load_archive_is_refused_and_changes_nothing(engine_env, tmp_path, via) -> None:
     need_root()
     need_tool("umoci", "skopeo")
     run(engine_env, "import", str(rootfs_tar(tmp_path)), "present", check=True)
@@ -219,8 +237,10 @@ def test_corrupt_blob_in_a_load_archive_is_refused_and_changes_nothing(engine_en
     data = bytearray(layer.read_bytes())
     data[len(data) // 2] ^= 0xFF
     layer.write_bytes(bytes(data))
+    # the daemon answers a bad archive with a 400, which the client exits 2 for
+    refused = 2 if via == "daemon" else 1
     result = run(engine_env, "load", "-i", str(ib.oci_archive(broken, tmp_path / "broken-oci.tar")))
-    assert "corrupt" in one_line_error(result, 1)
+    assert "corrupt" in one_line_error(result, refused)
     assert ib.store_snapshot(engine_env.data_root) == before
     # docker-archive: a layer tar with one byte changed, so its diff ID no longer matches the config.
     archive = ib.docker_archive(layout, "test", tmp_path / "docker.tar", "example.com/broken:1")
@@ -235,7 +255,7 @@ def test_corrupt_blob_in_a_load_archive_is_refused_and_changes_nothing(engine_en
                 content = bytes(content)
             out.addfile(member, io.BytesIO(content) if content is not None else None)
     result = run(engine_env, "load", "-i", str(tmp_path / "broken-docker.tar"))
-    assert "diff ID" in one_line_error(result, 1)
+    assert "diff ID" in one_line_error(result, refused)
     assert ib.store_snapshot(engine_env.data_root) == before
     assert run(engine_env, "system", "check", check=True).stdout.strip() == "ok"
 

@@ -36,6 +36,19 @@ def _registry_auth(host: str) -> dict[str, str]:
     return {"X-Registry-Auth": base64.urlsafe_b64encode(json.dumps(doc).encode()).decode()}
 
 
+class StartFailed(PyEngineError):
+    """The daemon could not start the container's process; the exit status the docker CLI
+    gives for the daemon's words (127 not found, 126 cannot execute, else 125)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        lowered = message.lower()
+        if any(words in lowered for words in ("executable file not found", "no such file or directory")):
+            self.exit_code = 127
+        elif any(words in lowered for words in ("permission denied", "is a directory", "exec format error")):
+            self.exit_code = 126
+
+
 class RemoteContainers:
     """Container verbs of a daemon."""
 
@@ -76,7 +89,12 @@ class RemoteContainers:
         RemoteImages(self.api).pull(image, on_event=lambda event: print(_progress_line(event), file=sys.stderr))
 
     def start(self, ref: str) -> None:
-        self.api.request("POST", f"/containers/{_q(ref)}/start")
+        try:
+            self.api.request("POST", f"/containers/{_q(ref)}/start")
+        except (NotFound, UsageError):
+            raise
+        except PyEngineError as exc:
+            raise StartFailed(str(exc)) from None
 
     def start_attached(self, ref: str, interactive: bool, tty: bool | None = None) -> int:
         """Attach, start, relay until the output ends; the exit code (docker run/start -a)."""
