@@ -6,7 +6,6 @@ errors for bad requests."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import json
@@ -193,20 +192,23 @@ def test_docker_push_sends_the_logged_in_credentials(engine_env, busybox_archive
     need_tool("docker-registry", "htpasswd")
     reg = rf.start_registry(tmp_path / "private", auth="htpasswd", users={"alice": "s3cret-pass"})
     try:
-        # The daemon trusts the registry's CA (its config) and holds no credentials; the CLI
-        # holds the login, as `docker login` leaves it, and sends it in X-Registry-Auth.
+        # The daemon trusts the registry's CA (its config) and keeps no credentials: `docker
+        # login` checks them through the daemon (POST /auth) and the CLI stores them; push
+        # sends them in X-Registry-Auth.
         engine_env.write_config(f'[registries."{reg.host}"]\nca-file = "{reg.ca}"\n')
         d = start_daemon(engine_env)
         try:
             name = f"{reg.host}/private/bb:v1"
-            config = d.docker_config / "config.json"
-            login = base64.b64encode(b"alice:s3cret-pass").decode()
-            config.write_text(json.dumps({"auths": {reg.host: {"auth": login}}}))
+            wrong = d.docker("login", "-u", "alice", "--password-stdin", reg.host, input="wrong\n")
+            assert wrong.returncode == 1
+            login = d.docker("login", "-u", "alice", "--password-stdin", reg.host, input="s3cret-pass\n")
+            assert login.returncode == 0 and "Login Succeeded" in login.stdout, login.stderr
+            assert reg.host in json.loads((d.docker_config / "config.json").read_text())["auths"]
             d.docker("load", "-i", str(busybox_archive), check=True)
             d.docker("tag", "busybox", name, check=True)
             pushed = d.docker("push", name, check=True).stdout
             assert "v1: digest: sha256:" in pushed
-            config.write_text("{}")
+            d.docker("logout", reg.host, check=True)
             refused = d.docker("push", name)
             assert refused.returncode == 1 and "requires authentication" in refused.stderr, refused.stderr
             client = d.client()
@@ -318,3 +320,18 @@ def test_docker_build_and_docker_py_build(daemon, busybox_archive, engine_env, t
     with pytest.raises(docker.errors.BuildError, match="returned a non-zero code: 3"):
         client.images.build(path=str(context), dockerfile="Dockerfile.bad")
     assert engine_env.run("ps", "-aq", check=True).stdout.strip() == ""  # no build container is left
+
+
+def test_docker_commit_makes_an_image_of_a_container(daemon, busybox_archive, engine_env) -> None:
+    daemon.docker("load", "-i", str(busybox_archive), check=True)
+    container = engine_env.run("create", "--name", "src", "busybox", "true", check=True).stdout.strip()
+    committed = daemon.docker("commit", "-c", 'CMD ["echo", "committed"]', "-m", "a message", "-a", "Jane <j@x>",
+                              "src", "committed:v1", check=True)
+    image_id = committed.stdout.strip()
+    assert image_id.startswith("sha256:")
+    shown = json.loads(daemon.docker("image", "inspect", "committed:v1", check=True).stdout)[0]
+    assert shown["Id"] == image_id and shown["Config"]["Cmd"] == ["echo", "committed"]
+    assert shown["Author"] == "Jane <j@x>" and shown["Comment"] == "a message"
+    missing = daemon.docker("commit", "nosuch", "x:1")
+    assert missing.returncode == 1 and "nosuch" in missing.stderr
+    engine_env.run("rm", container, check=True)
