@@ -232,8 +232,7 @@ _CREATE_KEYS = ("detach",)
 def create(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> None:
     """Create a container from IMAGE without starting it; print its ID."""
     config, host = build_configs(image, command, o)
-    record = _containers(state).create(image, config, host, name=o["name"], endpoint=_endpoint(o))
-    click.echo(record.id)
+    click.echo(state.containers().create(image, config, host, name=o["name"], endpoint=_endpoint(o)))
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -244,42 +243,22 @@ def create(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> N
 def run(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> None:
     """Create and start a container from IMAGE; attached unless -d."""
     config, host = build_configs(image, command, o)
-    containers = _containers(state)
-    containers.warm_isolators()  # the kernel's part of starting overlaps create
-    record = containers.create(image, config, host, name=o["name"], endpoint=_endpoint(o))
+    containers = state.containers()
+    containers.warm()
+    container_id = containers.create(image, config, host, name=o["name"], endpoint=_endpoint(o))
     if o["detach"]:
         try:
-            containers.start(record.id)
+            containers.start(container_id)
         except BaseException:
             if host["AutoRemove"]:
-                containers.remove(record.id, force=True)
+                containers.remove(container_id, force=True)
             raise
-        click.echo(record.id)
+        click.echo(container_id)
         return
-    code = _start_attached(containers, record.id, interactive=o["interactive"], tty=o["tty"])
+    code = containers.start_attached(container_id, interactive=o["interactive"], tty=o["tty"])
     state.close()
     sys.stdout.flush()
     os._exit(code)
-
-
-def _start_attached(containers: Any, container_id: str, interactive: bool, tty: bool) -> int:
-    """Start with a socketpair to the monitor; relay stdio and signals; the exit code."""
-    import socket
-
-    from pyengine.cli.attach_client import relay
-
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        record = containers.start(container_id, client=theirs)
-    except BaseException:
-        theirs.close()
-        ours.close()
-        record = containers.store.load(container_id)
-        if record.host_config.get("AutoRemove"):
-            containers.wait(container_id)
-        raise
-    theirs.close()
-    return relay(ours, containers, record, interactive=interactive, tty=tty)
 
 
 @click.command()
@@ -289,12 +268,11 @@ def _start_attached(containers: Any, container_id: str, interactive: bool, tty: 
 @pass_state
 def start(state: CliState, containers: tuple[str, ...], attach: bool, interactive: bool) -> None:
     """Start one or more stopped containers."""
-    engine = _containers(state)
+    engine = state.containers()
     if attach or interactive:
         if len(containers) != 1:
             raise UsageError("you cannot attach to more than one container")
-        record = engine.get(containers[0])
-        code = _start_attached(engine, record.id, interactive=interactive, tty=bool(record.config.get("Tty")))
+        code = engine.start_attached(containers[0], interactive=interactive)
         state.close()
         os._exit(code)
     for ref in containers:
@@ -302,112 +280,60 @@ def start(state: CliState, containers: tuple[str, ...], attach: bool, interactiv
         click.echo(ref)
 
 
-def _ago(iso: str) -> str:
-    import calendar
-    import time
-
-    if not iso:
-        return ""
-    try:
-        then = calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return iso
-    seconds = max(0, int(time.time() - then))
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            n = seconds // size
-            return f"{n} {unit if n > 1 else unit[:-1]} ago"
-    return f"{seconds} seconds ago" if seconds != 1 else "1 second ago"
-
-
-def _status_text(record: Any) -> str:
-    s = record.state
-    if s.status == "running":
-        return f"Up since {s.started_at[:19]}"
-    if s.status == "paused":
-        return "Up (Paused)"
-    if s.status == "restarting":
-        return f"Restarting ({s.exit_code})"
-    if s.status == "exited":
-        return f"Exited ({s.exit_code}) {_ago(s.finished_at)}"
-    return s.status.capitalize()
-
-
-def _matches(record: Any, filters: tuple[str, ...]) -> bool:
-    for item in filters:
-        key, _, value = item.partition("=")
-        if key == "status" and record.state.status != value:
-            return False
-        if key == "name" and value not in record.name:
-            return False
-        if key == "id" and not record.id.startswith(value):
-            return False
-        if key == "label":
-            k, _, v = value.partition("=")
-            labels = record.config.get("Labels") or {}
-            if k not in labels or (v and labels[k] != v):
-                return False
-        if key == "exited" and (record.state.status != "exited" or str(record.state.exit_code) != value):
-            return False
-        if key == "ancestor" and value not in (record.image, record.image_id):
-            return False
-        if key not in ("status", "name", "id", "label", "exited", "ancestor"):
-            raise UsageError(f"invalid filter {key!r}")
-    return True
-
-
 @click.command(name="ps")
 @click.option("-a", "--all", "all_", is_flag=True, help="Show all containers, not only running ones.")
 @click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
-@click.option("-f", "--filter", "filters", multiple=True, help="status=, name=, id=, label=, exited=, ancestor=.")
+@click.option("-f", "--filter", "filters", multiple=True,
+              help="status=, name=, id=, label=, exited=, ancestor=, before=, since=, volume=, network=.")
 @click.option("--format", "fmt", help="'json' or a template with {{.ID}} {{.Names}} {{.Status}} ...")
 @click.option("--no-trunc", is_flag=True, help="Do not truncate IDs and commands.")
 @pass_state
 def ps(state: CliState, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | None, no_trunc: bool) -> None:
     """List containers."""
-    records = [r for r in _containers(state).list(all_=all_ or bool(filters)) if _matches(r, filters)]
-    if not all_ and not any(f.startswith("status=") for f in filters):
-        records = [r for r in records if r.state.running]
+    from pyengine.containers.filters import parse_cli_filters
+    from pyengine.containers.inspect import human_duration
+
+    found = state.containers().list(all_=all_, filters=parse_cli_filters(filters))
     if quiet:
-        for r in records:
-            click.echo(r.id if no_trunc else r.id[:12])
+        for c in found:
+            click.echo(c["Id"] if no_trunc else c["Id"][:12])
         return
-    ports = _published(state, records)
+    import time
+
+    now = time.time()
     rows = []
-    for r in records:
-        cmd = " ".join((r.config.get("Entrypoint") or []) + (r.config.get("Cmd") or []))
-        rows.append({"ID": r.id if no_trunc else r.id[:12], "Image": r.image,
+    for c in found:
+        cmd = c.get("Command") or ""
+        created = c.get("Created") or 0
+        rows.append({"ID": c["Id"] if no_trunc else c["Id"][:12], "Image": c.get("Image", ""),
                      "Command": cmd if no_trunc else (cmd[:20] + "…" if len(cmd) > 21 else cmd),
-                     "CreatedAt": r.created, "Status": _status_text(r), "State": r.state.status,
-                     "Names": r.name, "Ports": ports.get(r.id, ""),
-                     "Labels": ",".join(f"{k}={v}" for k, v in (r.config.get("Labels") or {}).items())})
+                     "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(created)),
+                     "RunningFor": human_duration(max(0, now - created)) + " ago",
+                     "Status": c.get("Status", ""), "State": c.get("State", ""),
+                     "Names": ",".join(n.lstrip("/") for n in c.get("Names") or []),
+                     "Ports": _ports_column(c.get("Ports") or []),
+                     "Labels": ",".join(f"{k}={v}" for k, v in (c.get("Labels") or {}).items())})
     if fmt:
         for row in rows:
             click.echo(json.dumps(row) if fmt == "json" else _template(fmt, row))
         return
     header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
-    table = [[row["ID"], row["Image"], f'"{row["Command"]}"', _ago(row["CreatedAt"]), row["Status"], row["Ports"],
+    table = [[row["ID"], row["Image"], f'"{row["Command"]}"', row["RunningFor"], row["Status"], row["Ports"],
               row["Names"]] for row in rows]
     widths = [max(len(x[i]) for x in [header, *table]) for i in range(len(header))]
     for line in [header, *table]:
         click.echo("   ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)).rstrip())
 
 
-def _published(state: CliState, records: list[Any]) -> dict[str, str]:
-    """Docker's PORTS column (``0.0.0.0:18080->8080/tcp``) of running containers on networks."""
-    from pyengine.containers.networking import joins_networks
-
-    if not any(r.state.running and joins_networks(r.host_config.get("NetworkMode") or "none") for r in records):
-        return {}  # no network store read for the common case
-    from pyengine.network.manager import NetworkManager
-
-    out: dict[str, list[str]] = {}
-    for net in NetworkManager(state.engine()).store.all():
-        for cid, entry in net.endpoints.items():
-            for p in entry.ports:
-                out.setdefault(cid, []).append(
-                    f"{p['host_ip'] or '0.0.0.0'}:{p['host_port']}->{p['container_port']}/{p['protocol']}")
-    return {cid: ", ".join(v) for cid, v in out.items()}
+def _ports_column(ports: list[dict[str, Any]]) -> str:
+    """Docker's PORTS column from a summary's Ports: ``0.0.0.0:18080->8080/tcp``, ``80/tcp``."""
+    out = []
+    for p in ports:
+        if p.get("PublicPort"):
+            out.append(f"{p.get('IP') or '0.0.0.0'}:{p['PublicPort']}->{p['PrivatePort']}/{p.get('Type', 'tcp')}")
+        else:
+            out.append(f"{p['PrivatePort']}/{p.get('Type', 'tcp')}")
+    return ", ".join(out)
 
 
 def _template(fmt: str, row: dict[str, Any]) -> str:
@@ -423,45 +349,20 @@ def _template(fmt: str, row: dict[str, Any]) -> str:
 @click.option("-f", "--follow", is_flag=True, help="Follow the log.")
 @click.option("-n", "--tail", default="all", help="Lines from the end (or 'all').")
 @click.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
+@click.option("--since", help="Only entries since a time: seconds since the epoch, RFC 3339 or a duration (10m).")
+@click.option("--until", help="Only entries before a time (same forms as --since).")
 @click.argument("container")
 @pass_state
-def logs(state: CliState, container: str, follow: bool, tail: str, timestamps: bool) -> None:
+def logs(state: CliState, container: str, follow: bool, tail: str, timestamps: bool, since: str | None,
+         until: str | None) -> None:
     """Print a container's logs (json-file)."""
-    from pyengine.containers.logfile import follow as follow_log
-    from pyengine.containers.logfile import read_entries
-    from pyengine.containers.store import pid_alive
+    from pyengine.client import STDERR
 
-    engine = _containers(state)
-    record = engine.get(container)
-    path = engine.store.log_path(record.id)
-    if tail != "all" and not tail.isdigit():
-        raise UsageError(f"invalid --tail {tail!r}: a number or 'all'")
-    entries = read_entries(path)
-    if tail != "all":
-        entries = entries[-int(tail):] if int(tail) else []
-
-    def emit(entry: dict[str, Any]) -> None:
-        out = sys.stdout if entry.get("stream") != "stderr" else sys.stderr
-        text = entry.get("log", "")
-        if timestamps:
-            text = f"{entry.get('time', '')} {text}"
-        out.write(text)
+    for stream, data in state.containers().logs(container, follow=follow, tail=tail, timestamps=timestamps,
+                                                since=since, until=until):
+        out = sys.stderr.buffer if stream == STDERR else sys.stdout.buffer
+        out.write(data)
         out.flush()
-
-    if not follow:
-        for entry in entries:
-            emit(entry)
-        return
-    # Open the follower before printing the backlog so nothing written in between is lost.
-    def running() -> bool:
-        current = engine.store.load(record.id)
-        return current.state.running or pid_alive(current.state.monitor_pid)
-
-    follower = follow_log(path, running)
-    for entry in entries:
-        emit(entry)
-    for entry in follower:
-        emit(entry)
 
 
 @click.command()
@@ -470,7 +371,7 @@ def logs(state: CliState, container: str, follow: bool, tail: str, timestamps: b
 @pass_state
 def stop(state: CliState, containers: tuple[str, ...], timeout: int | None) -> None:
     """Stop containers: the stop signal, then SIGKILL after the timeout."""
-    engine = _containers(state)
+    engine = state.containers()
     for ref in containers:
         engine.stop(ref, timeout)
         click.echo(ref)
@@ -482,7 +383,7 @@ def stop(state: CliState, containers: tuple[str, ...], timeout: int | None) -> N
 @pass_state
 def kill(state: CliState, containers: tuple[str, ...], sig: str) -> None:
     """Send a signal to containers."""
-    engine = _containers(state)
+    engine = state.containers()
     for ref in containers:
         engine.kill(ref, sig)
         click.echo(ref)
@@ -494,10 +395,9 @@ def kill(state: CliState, containers: tuple[str, ...], sig: str) -> None:
 @pass_state
 def restart(state: CliState, containers: tuple[str, ...], timeout: int | None) -> None:
     """Stop and start containers."""
-    engine = _containers(state)
+    engine = state.containers()
     for ref in containers:
-        engine.stop(ref, timeout)
-        engine.start(ref)
+        engine.restart(ref, timeout)
         click.echo(ref)
 
 
@@ -508,11 +408,11 @@ def restart(state: CliState, containers: tuple[str, ...], timeout: int | None) -
 @pass_state
 def rm(state: CliState, containers: tuple[str, ...], force: bool, volumes: bool) -> None:
     """Remove containers."""
-    engine = _containers(state)
+    engine = state.containers()
     failed = None
     for ref in containers:
         try:
-            engine.remove(ref, force=force)
+            engine.remove(ref, force=force, volumes=volumes)
             click.echo(ref)
         except UsageError:
             raise
@@ -532,7 +432,7 @@ def rm(state: CliState, containers: tuple[str, ...], force: bool, volumes: bool)
 @pass_state
 def wait(state: CliState, containers: tuple[str, ...]) -> None:
     """Block until containers stop; print their exit codes."""
-    engine = _containers(state)
+    engine = state.containers()
     for ref in containers:
         click.echo(engine.wait(ref))
 
@@ -543,7 +443,7 @@ def wait(state: CliState, containers: tuple[str, ...]) -> None:
 @pass_state
 def inspect(state: CliState, containers: tuple[str, ...], fmt: str | None) -> None:
     """Show containers' details as JSON."""
-    engine = _containers(state)
+    engine = state.containers()
     docs = [engine.inspect(ref) for ref in containers]
     if fmt and fmt != "json":
         for doc in docs:
@@ -571,7 +471,7 @@ def _path_template(fmt: str, doc: dict[str, Any]) -> str:
 @pass_state
 def pause(state: CliState, containers: tuple[str, ...]) -> None:
     """Freeze every process of containers (cgroup freezer)."""
-    engine = _containers(state)
+    engine = state.containers()
     for ref in containers:
         engine.pause(ref)
         click.echo(ref)
@@ -582,7 +482,7 @@ def pause(state: CliState, containers: tuple[str, ...]) -> None:
 @pass_state
 def unpause(state: CliState, containers: tuple[str, ...]) -> None:
     """Thaw paused containers."""
-    engine = _containers(state)
+    engine = state.containers()
     for ref in containers:
         engine.unpause(ref)
         click.echo(ref)
@@ -594,41 +494,23 @@ def unpause(state: CliState, containers: tuple[str, ...]) -> None:
 @pass_state
 def rename(state: CliState, container: str, new_name: str) -> None:
     """Rename a container."""
-    _containers(state).rename(container, new_name)
+    state.containers().rename(container, new_name)
 
 
-@click.command()
+@click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("container")
+@click.argument("ps_args", nargs=-1, type=click.UNPROCESSED)
 @pass_state
-def top(state: CliState, container: str) -> None:
-    """Show the processes of a running container (host PIDs, like docker top)."""
-    engine = _containers(state)
-    record = engine.get(container)
-    if not record.state.running or not record.state.pid:
-        raise UsageError(f"container {record.name} is not running")
-    pids = _descendants(record.state.pid)
-    click.echo(f"{'UID':<8} {'PID':>8} {'PPID':>8}  CMD")
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                status = dict(line.split(":", 1) for line in f if ":" in line)
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-        except FileNotFoundError:
-            continue
-        click.echo(f"{status['Uid'].split()[0]:<8} {pid:>8} {status['PPid'].strip():>8}  {cmd}")
+def top(state: CliState, container: str, ps_args: tuple[str, ...]) -> None:
+    """Show the processes of a running container (host PIDs; ps options as docker top's)."""
+    import shlex
 
-
-def _descendants(root: int) -> list[int]:
-    from pyengine.procfs import children_map
-
-    children = children_map()
-    out, queue = [], [root]
-    while queue:
-        pid = queue.pop(0)
-        out.append(pid)
-        queue.extend(sorted(children.get(pid, [])))
-    return out
+    table = state.containers().top(container, shlex.join(ps_args) if ps_args else None)
+    rows = [table["Titles"], *table["Processes"]]
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(table["Titles"]))]
+    for row in rows:
+        click.echo("   ".join(cell.ljust(widths[i]) if i < len(row) - 1 else cell
+                              for i, cell in enumerate(row)).rstrip())
 
 
 @click.command()
@@ -640,18 +522,20 @@ def stats(state: CliState, containers: tuple[str, ...], no_stream: bool, fmt: st
     """Resource usage of running containers, read from their cgroups."""
     import time
 
-    engine = _containers(state)
-    records = [engine.get(c) for c in containers] if containers else engine.list()
+    from pyengine.errors import PyEngineError
+
+    engine = state.containers()
+    refs = list(containers) or [c["Id"] for c in engine.list()]
     while True:
         rows = []
-        for record in records:
-            sample: dict[str, Any] = {"ID": record.id[:12], "Name": record.name}
-            for isolator in engine.isolators():
-                try:
-                    sample.update(isolator.stats(record.id))
-                except Exception:  # a container that just ended has no cgroup any more
-                    continue
-            rows.append(sample)
+        for ref in refs:
+            try:
+                doc = engine.stats(ref)
+            except PyEngineError:
+                if containers:
+                    raise
+                continue  # a container that just ended is no longer listed
+            rows.append(_stats_row(doc))
         if fmt == "json":
             for row in rows:
                 click.echo(json.dumps(row))
@@ -667,6 +551,20 @@ def stats(state: CliState, containers: tuple[str, ...], no_stream: bool, fmt: st
         if no_stream:
             return
         time.sleep(1)
+
+
+def _stats_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """What ``stats`` prints of Docker's stats document: cpu nanoseconds, memory, pids."""
+    cpu = (doc.get("cpu_stats") or {}).get("cpu_usage") or {}
+    memory = doc.get("memory_stats") or {}
+    row: dict[str, Any] = {"ID": (doc.get("id") or "")[:12], "Name": (doc.get("name") or "").lstrip("/")}
+    if "total_usage" in cpu:
+        row["cpu"] = {"usage_ns": cpu["total_usage"]}
+    if memory.get("usage") is not None:
+        row["memory"] = {"usage": memory["usage"], "limit": memory.get("limit")}
+    if (doc.get("pids_stats") or {}).get("current") is not None:
+        row["pids"] = {"current": doc["pids_stats"]["current"]}
+    return row
 
 
 def _human(value: int | None) -> str:
@@ -711,11 +609,8 @@ def container() -> None:
 @pass_state
 def container_prune(state: CliState, force: bool) -> None:
     """Remove all stopped containers."""
-    engine = _containers(state)
-    for record in engine.list(all_=True):
-        if not record.state.running:
-            engine.remove(record.id)
-            click.echo(record.id)
+    for container_id in state.containers().prune():
+        click.echo(container_id)
 
 
 @container.command(name="monitor-resume", hidden=True)
@@ -731,7 +626,10 @@ def monitor_resume(state: CliState, container_id: str, started: float, delay: fl
     from pyengine.forkserver import PASS_FDS_ENV
 
     fds = [int(part) for part in os.environ.pop(PASS_FDS_ENV, "").split(",") if part.strip()]
-    resume(_containers(state), container_id, exit_code, started, delay, fds)
+    from pyengine.containers.engine import Containers
+
+    # always this machine's engine: it runs in the monitor, whatever host its env names
+    resume(Containers(state.local_engine()), container_id, exit_code, started, delay, fds)
 
 
 for _cmd in (create, run, start, ps, logs, stop, kill, restart, rm, wait, inspect, pause, unpause, rename, top, stats,
@@ -744,26 +642,13 @@ def volume() -> None:
     """Manage named volumes."""
 
 
-def _volumes(state: CliState) -> Any:
-    from pyengine.containers.volumes import VolumeStore
-
-    config = state.config()
-    return VolumeStore(config.data_root, events_root=config.run_root)
-
-
-def _volume_users(state: CliState, name: str) -> list[str]:
-    from pyengine.containers.volumes import volumes_used
-
-    return [r.id for r in _containers(state).store.list() if name in volumes_used(r.host_config)]
-
-
 @volume.command(name="create")
 @click.option("-l", "--label", multiple=True)
 @click.argument("name", required=False)
 @pass_state
 def volume_create(state: CliState, name: str | None, label: tuple[str, ...]) -> None:
     """Create a volume."""
-    click.echo(_volumes(state).create(name, _kv(label, "label"))["Name"])
+    click.echo(state.volumes().create(name, _kv(label, "label"))["Name"])
 
 
 @volume.command(name="ls")
@@ -771,7 +656,7 @@ def volume_create(state: CliState, name: str | None, label: tuple[str, ...]) -> 
 @pass_state
 def volume_ls(state: CliState, quiet: bool) -> None:
     """List volumes."""
-    vols = _volumes(state).list()
+    vols = state.volumes().list()
     if not quiet:
         click.echo(f"{'DRIVER':<10}VOLUME NAME")
     for v in vols:
@@ -783,7 +668,7 @@ def volume_ls(state: CliState, quiet: bool) -> None:
 @pass_state
 def volume_inspect(state: CliState, names: tuple[str, ...]) -> None:
     """Show volumes' details."""
-    click.echo(json.dumps([_volumes(state).inspect(n) for n in names], indent=4))
+    click.echo(json.dumps([state.volumes().inspect(n) for n in names], indent=4))
 
 
 @volume.command(name="rm")
@@ -793,7 +678,7 @@ def volume_inspect(state: CliState, names: tuple[str, ...]) -> None:
 def volume_rm(state: CliState, names: tuple[str, ...], force: bool) -> None:
     """Remove volumes (refused while a container uses them)."""
     for name in names:
-        _volumes(state).remove(name, _volume_users(state, name), force)
+        state.volumes().remove(name, force)
         click.echo(name)
 
 
@@ -802,11 +687,8 @@ def volume_rm(state: CliState, names: tuple[str, ...], force: bool) -> None:
 @pass_state
 def volume_prune(state: CliState, force: bool) -> None:
     """Remove volumes no container uses."""
-    store = _volumes(state)
-    for v in store.list():
-        if not _volume_users(state, v["Name"]):
-            store.remove(v["Name"])
-            click.echo(v["Name"])
+    for name in state.volumes().prune():
+        click.echo(name)
 
 
 @click.command(name="exec", context_settings={"allow_interspersed_args": False})

@@ -75,30 +75,45 @@ def render_format(fmt: str, item: dict[str, Any]) -> str:
 
 
 def store_of(state: CliState) -> Any:
+    """The in-process image store (``system check``, which only works here)."""
     return state.engine().images
 
 
 # -- images / image ls ------------------------------------------------------------------------
-def _image_rows(store: Any, show_digests: bool) -> list[dict[str, Any]]:
-    from pyengine.images.reference import parse_reference
+def split_repo_tag(name: str) -> tuple[str, str]:
+    """``localhost:5000/a/b:t`` -> (``localhost:5000/a/b``, ``t``); no tag -> ``<none>``."""
+    repo, sep, tag = name.rpartition(":")
+    if not sep or "/" in tag:
+        return name, "<none>"
+    return repo, tag
 
-    tags = store.tags()
+
+def _iso(seconds: int | float) -> str:
+    return datetime.fromtimestamp(seconds or 0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _image_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per name of each image (Docker's ImageSummary), as ``images`` prints them."""
     rows = []
-    for image in sorted(store.images(), key=lambda i: i.created, reverse=True):
-        refs: list[Any] = [parse_reference(t) for t in image.tags] or [None]
-        for ref in refs:
-            digest = tags.get(str(ref)) if ref else image.manifest_digest
-            rows.append({"Repository": ref.familiar_repository if ref else "<none>",
-                         "Tag": (ref.tag or "<none>") if ref else "<none>",
-                         "Digest": digest or "<none>", "ID": image.short_id, "FullID": image.id,
-                         "CreatedSince": human_ago(image.created), "CreatedAt": image.created,
-                         "Size": human_size(image.size), "VirtualSize": human_size(image.size)})
+    for image in summaries:
+        digests = {d.partition("@")[0]: d.partition("@")[2] for d in image.get("RepoDigests") or []}
+        created = _iso(image.get("Created") or 0)
+        names = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"] or [None]
+        for name in names:
+            repo, tag = split_repo_tag(name) if name else ("<none>", "<none>")
+            digest = next((d for r, d in digests.items() if r == repo or r.endswith("/" + repo)), None)
+            if digest is None and not name and digests:
+                digest = next(iter(digests.values()))
+            rows.append({"Repository": repo, "Tag": tag, "Digest": digest or "<none>",
+                         "ID": image["Id"].removeprefix("sha256:")[:12], "FullID": image["Id"],
+                         "CreatedSince": human_ago(created), "CreatedAt": created,
+                         "Size": human_size(image.get("Size") or 0), "VirtualSize": human_size(image.get("Size") or 0)})
     return rows
 
 
 def _list_images(state: CliState, all_images: bool, quiet: bool, digests: bool, fmt: str | None,
                  no_trunc: bool) -> None:
-    rows = _image_rows(store_of(state), digests)
+    rows = _image_rows(state.images().list(all_=all_images))
     if quiet:
         seen = []
         for row in rows:
@@ -156,37 +171,13 @@ def image_ls(state: CliState, all_images: bool, quiet: bool, digests: bool, fmt:
 
 
 # -- inspect / history ------------------------------------------------------------------------
-def inspect_data(store: Any, image: Any) -> dict[str, Any]:
-    from pyengine.images.reference import parse_reference
-
-    config = image.image_config
-    repo_digests = sorted({f"{parse_reference(t).repository}@{store.tags()[t]}" for t in image.tags
-                           if t in store.tags()})
-    return {
-        "Id": image.id,
-        "RepoTags": [parse_reference(t).familiar() for t in image.tags],
-        "RepoDigests": repo_digests,
-        "Created": image.created,
-        "Author": config.get("author", ""),
-        "Config": image.config,
-        "Architecture": config.get("architecture", ""),
-        "Os": config.get("os", ""),
-        "Size": image.size,
-        "GraphDriver": {"Name": getattr(store.storage, "name", ""), "Data": {"TopLayer": image.top_layer}},
-        "RootFS": {"Type": "layers", "Layers": image.diff_ids},
-        "Manifests": image.manifests,
-        "Descriptor": {"digest": image.manifest_digest},
-    }
-
-
 @click.command("inspect")
 @click.option("-f", "--format", "fmt", metavar="TEMPLATE", help="Go-template subset: {{.Id}}, {{json .Config}}.")
 @click.argument("image_refs", nargs=-1, required=True)
 @pass_state
 def image_inspect(state: CliState, fmt: str | None, image_refs: tuple[str, ...]) -> None:
     """Show the details of one or more images as JSON."""
-    store = store_of(state)
-    found = [inspect_data(store, store.resolve_image(r)) for r in image_refs]
+    found = [state.images().inspect(r) for r in image_refs]
     if fmt:
         for item in found:
             click.echo(render_format(fmt, item))
@@ -202,17 +193,13 @@ def image_inspect(state: CliState, fmt: str | None, image_refs: tuple[str, ...])
 @pass_state
 def history(state: CliState, quiet: bool, no_trunc: bool, human: bool, image_ref: str) -> None:
     """Show the history of an image."""
-    image = store_of(state).resolve_image(image_ref)
-    entries = image.image_config.get("history") or [{"created": image.created}] * len(image.layers)
-    sizes = list(image.layer_sizes)
     rows = []
-    for i, entry in enumerate(entries):
-        size = 0 if entry.get("empty_layer") or not sizes else sizes.pop(0)
-        rows.append([image.short_id if i == len(entries) - 1 else "<missing>",
-                     human_ago(entry.get("created", "")) if human else entry.get("created", ""),
-                     entry.get("created_by", "") if no_trunc else entry.get("created_by", "")[:45],
-                     human_size(size) if human else str(size), entry.get("comment", "")])
-    rows.reverse()
+    for entry in state.images().history(image_ref):
+        image_id = entry["Id"][len("sha256:"):][:12] if entry["Id"].startswith("sha256:") else entry["Id"]
+        created = entry.get("CreatedAt") or _iso(entry.get("Created") or 0)
+        rows.append([image_id, human_ago(created) if human else created,
+                     entry["CreatedBy"] if no_trunc else entry["CreatedBy"][:45],
+                     human_size(entry["Size"]) if human else str(entry["Size"]), entry["Comment"]])
     if quiet:
         for row in rows:
             click.echo(row[0])
@@ -227,7 +214,7 @@ def history(state: CliState, quiet: bool, no_trunc: bool, human: bool, image_ref
 @pass_state
 def tag(state: CliState, source: str, target: str) -> None:
     """Create a tag TARGET that refers to SOURCE."""
-    store_of(state).tag(source, target)
+    state.images().tag(source, target)
 
 
 @click.command("rmi")
@@ -236,10 +223,11 @@ def tag(state: CliState, source: str, target: str) -> None:
 @pass_state
 def rmi(state: CliState, force: bool, image_refs: tuple[str, ...]) -> None:
     """Remove one or more images."""
-    store = store_of(state)
+    images = state.images()
     for ref in image_refs:
-        for verb, what in store.remove(ref, force=force):
-            click.echo(f"{verb}: {what}")
+        for line in images.remove(ref, force=force):
+            for verb, what in line.items():
+                click.echo(f"{verb}: {what}")
 
 
 @click.command("prune")
@@ -251,46 +239,18 @@ def image_prune(state: CliState, all_images: bool, force: bool) -> None:
     if not force and sys.stdin.isatty():
         what = "all images without at least one container" if all_images else "all dangling images"
         click.confirm(f"WARNING! This will remove {what}.\nAre you sure you want to continue?", abort=True)
-    out, reclaimed = store_of(state).prune(all_images)
-    if out:
+    report = state.images().prune(all_images)
+    deleted = report.get("ImagesDeleted") or []
+    if deleted:
         click.echo("Deleted Images:")
-        for verb, what in out:
-            click.echo(f"{verb.lower()}: {what}")
+        for line in deleted:
+            for verb, what in line.items():
+                click.echo(f"{verb.lower()}: {what}")
         click.echo("")
-    click.echo(f"Total reclaimed space: {human_size(reclaimed)}")
+    click.echo(f"Total reclaimed space: {human_size(report.get('SpaceReclaimed') or 0)}")
 
 
 # -- import / load / save ---------------------------------------------------------------------
-def _parse_changes(changes: tuple[str, ...]) -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    for change in changes:
-        key, _, value = change.strip().partition(" ")
-        key = key.upper()
-        value = value.strip()
-        as_list = json.loads(value) if value.startswith("[") else ["/bin/sh", "-c", value]
-        if key == "CMD":
-            config["Cmd"] = as_list
-        elif key == "ENTRYPOINT":
-            config["Entrypoint"] = as_list
-        elif key == "ENV":
-            name, _, val = value.replace("=", " ", 1).partition(" ")
-            config.setdefault("Env", []).append(f"{name}={val.strip()}")
-        elif key == "WORKDIR":
-            config["WorkingDir"] = value
-        elif key == "USER":
-            config["User"] = value
-        elif key == "LABEL":
-            name, _, val = value.partition("=")
-            config.setdefault("Labels", {})[name] = val.strip('"')
-        elif key == "EXPOSE":
-            config.setdefault("ExposedPorts", {})[value if "/" in value else f"{value}/tcp"] = {}
-        elif key == "STOPSIGNAL":
-            config["StopSignal"] = value
-        else:
-            raise UsageError(f"unsupported --change instruction {key!r}")
-    return config
-
-
 @click.command("import")
 @click.option("-c", "--change", "changes", multiple=True, help="Apply a Dockerfile instruction (CMD, ENV, ...).")
 @click.option("-m", "--message", default="", help="Commit message for the imported image.")
@@ -299,19 +259,20 @@ def _parse_changes(changes: tuple[str, ...]) -> dict[str, Any]:
 @pass_state
 def import_(state: CliState, changes: tuple[str, ...], message: str, source: str, ref: str | None) -> None:
     """Import a rootfs tarball (plain, gzip or zstd; - for stdin) as a one-layer image."""
-    from pyengine.images.archive import import_rootfs
+    from pyengine.images import verbs
 
-    config = _parse_changes(changes)
-    store = store_of(state)
+    verbs.parse_changes(changes)  # bad --change lines fail before the tarball is read
+    images = state.images()
     if source == "-":
-        image = import_rootfs(store, sys.stdin.buffer, ref, message, config)
+        image_id = images.import_(sys.stdin.buffer, ref, message, changes)
     else:
         try:
-            with open(source, "rb") as f:
-                image = import_rootfs(store, f, ref, message, config)
+            f = open(source, "rb")  # noqa: SIM115 - closed below; only opening errors are the user's
         except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
             raise UsageError(f"cannot read {source}: {exc.strerror}") from None
-    click.echo(image.id)
+        with f:
+            image_id = images.import_(f, ref, message, changes)
+    click.echo(image_id)
 
 
 @click.command("load")
@@ -321,22 +282,23 @@ def import_(state: CliState, changes: tuple[str, ...], message: str, source: str
 @pass_state
 def load(state: CliState, input_path: str, quiet: bool) -> None:
     """Load images from a docker-archive or OCI layout tarball."""
-    from pyengine.images.archive import load_archive, spooled_input
+    from pyengine.images.archive import spooled_input
 
     if input_path == "-" and sys.stdin.isatty():
         raise UsageError("requested load from stdin, but stdin is empty; use -i FILE")
-    store = store_of(state)
+    from pyengine.errors import NotFound
+
     with spooled_input(input_path) as path:
-        loaded = load_archive(store, path)
+        try:
+            archive = open(path, "rb")  # noqa: SIM115 - closed below; only opening errors are the user's
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFound(f"{path}: no such file") from None
+        with archive:
+            lines = state.images().load(archive)
     if quiet:
         return
-    for name, image in loaded:
-        if name:
-            from pyengine.images.reference import parse_reference
-
-            click.echo(f"Loaded image: {parse_reference(name).familiar()}")
-        else:
-            click.echo(f"Loaded image ID: {image.id}")
+    for line in lines:
+        click.echo(line)
 
 
 @click.command("save")
@@ -349,16 +311,16 @@ def save(state: CliState, output: str | None, fmt: str, image_refs: tuple[str, .
     """Save one or more images to a tar archive (stdout by default)."""
     import os
 
-    from pyengine.images.archive import open_output, save_archive
+    from pyengine.images.archive import open_output
 
     if output is None and sys.stdout.isatty():
         raise UsageError("cowardly refusing to save to a terminal; use -o FILE or redirect stdout")
-    store = store_of(state)
+    images = state.images()
     for ref in image_refs:
-        store.resolve_image(ref)  # a missing image fails before anything is written
+        images.inspect(ref)  # a missing image fails before anything is written
     stream, tmp = open_output(output)
     try:
-        save_archive(store, list(image_refs), stream, fmt)
+        images.save(list(image_refs), stream, fmt)
         stream.flush()
         if tmp:
             os.fsync(stream.fileno())
@@ -394,34 +356,67 @@ system.add_command(events_command, "events")
 @click.option("-v", "--verbose", is_flag=True, help="Show every image.")
 @pass_state
 def system_df(state: CliState, verbose: bool) -> None:
-    """Show disk usage of images."""
-    store = store_of(state)
-    usage = store.disk_usage()
-    reclaim = usage["reclaimable"]
-    percent = f" ({round(100 * reclaim / usage['images_size'])}%)" if usage["images_size"] else ""
-    click.echo(table([["Images", str(usage["images"]), str(usage["active"]), human_size(usage["images_size"]),
-                       human_size(reclaim) + percent],
-                      ["Containers", str(usage["containers"]), str(usage["containers"]), "-", "-"],
-                      ["Blobs", "-", "-", human_size(usage["blob_bytes"]), "-"]],
+    """Show disk usage: images, containers, volumes (Docker's ``system df``)."""
+    usage = state.system().disk_usage()
+    images = usage.get("Images") or []
+    containers = usage.get("Containers") or []
+    volumes = usage.get("Volumes") or []
+    images_size = usage.get("LayersSize") or 0
+    unused = sum(max(0, (i.get("Size") or 0) - max(0, i.get("SharedSize") or 0)) for i in images
+                 if not i.get("Containers"))
+    reclaim = min(images_size, unused)
+    percent = f" ({round(100 * reclaim / images_size)}%)" if images_size else ""
+    rw = sum(c.get("SizeRw") or 0 for c in containers)
+    rw_idle = sum(c.get("SizeRw") or 0 for c in containers if c.get("State") != "running")
+    vol_size = sum((v.get("UsageData") or {}).get("Size") or 0 for v in volumes)
+    vol_idle = sum((v.get("UsageData") or {}).get("Size") or 0 for v in volumes
+                   if not (v.get("UsageData") or {}).get("RefCount"))
+    click.echo(table([["Images", str(len(images)), str(sum(1 for i in images if i.get("Containers"))),
+                       human_size(images_size), human_size(reclaim) + percent],
+                      ["Containers", str(len(containers)),
+                       str(sum(1 for c in containers if c.get("State") == "running")), human_size(rw),
+                       human_size(rw_idle)],
+                      ["Local Volumes", str(len(volumes)),
+                       str(sum(1 for v in volumes if (v.get("UsageData") or {}).get("RefCount"))),
+                       human_size(vol_size), human_size(vol_idle)],
+                      ["Build Cache", str(len(usage.get("BuildCache") or [])), "0",
+                       human_size(sum(b.get("Size") or 0 for b in usage.get("BuildCache") or [])), "0B"]],
                      ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]))
     if verbose:
         click.echo("")
-        rows = _image_rows(store, False)
+        rows = _image_rows(images)
         click.echo(table([[r["Repository"], r["Tag"], r["ID"], r["CreatedSince"], r["Size"]] for r in rows],
                          ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]))
+
+
+def _check_stores(state: CliState, repair: bool) -> list[str]:
+    """The image store's problems (checked under the container store's lock too, so that no
+    layer is being made meanwhile), then the container store's; with ``repair`` each is fixed,
+    a damaged container removed as ``rm -f`` would."""
+    from pyengine.containers.engine import Containers
+
+    store = store_of(state)
+    containers = Containers(state.engine())
+    with containers.store.lock():
+        problems = store.check(repair=repair)
+    container_problems, damaged = containers.store.check(repair=repair)
+    if repair:
+        for container_id in damaged:
+            containers.remove(container_id, force=True)
+    return problems + container_problems
 
 
 @system.command("check")
 @click.option("--repair", is_flag=True, help="Remove what is broken so that the check passes.")
 @pass_state
 def system_check(state: CliState, repair: bool) -> None:
-    """Verify every blob's digest, every layer against the driver, every tag's target."""
-    store = store_of(state)
-    problems = store.check(repair=repair)
+    """Verify every blob's digest, every layer against the driver, every tag's target, every
+    container's record, and find what interrupted writes left behind."""
+    problems = _check_stores(state, repair)
     for problem in problems:
         click.echo(problem)
     if repair and problems:
-        remaining = store.check(repair=False)
+        remaining = _check_stores(state, False)
         for problem in remaining:
             click.echo(f"still broken: {problem}", err=True)
         if remaining:
