@@ -43,35 +43,8 @@ def _split_archive_ref(name: str) -> tuple[str, str] | None:
 def pull(state: CliState, platform_: str | None, all_tags: bool, quiet: bool, name: str) -> None:
     """Pull an image from a registry, an OCI layout (oci:DIR[:TAG]) or an archive
     (docker-archive:FILE, oci-archive:FILE)."""
-    from pyengine.images.reference import parse_reference
-    from pyengine.registry import verbs
-    from pyengine.registry.transfer import parse_platform
-
-    archive = _split_archive_ref(name)
-    engine = state.engine()
-    if name.startswith("oci:"):
-        from pyengine.registry.layout import pull_layout
-
-        stored, image = pull_layout(engine.images, name, parse_platform(platform_))
-        click.echo(stored if quiet else f"Copied {name} as {stored} ({image.manifest_digest})")
-        return
-    if archive:
-        from pyengine.images.archive import load_archive
-
-        for loaded_name, image in load_archive(engine.images, archive[1]):
-            click.echo(loaded_name or image.id)
-        return
-    ref = parse_reference(name, default_tag=not all_tags)
-    refs = [ref]
-    if all_tags:
-        if ref.tag or ref.digest:
-            raise UsageError("--all-tags takes a repository name without a tag or digest")
-        refs = [ref.with_tag(t) for t in sorted(verbs.repository_tags(engine, ref))]
-        if not refs:
-            raise UsageError(f"{ref.repository} has no tags")
-    for one in refs:
-        verbs.pull_image(engine, engine.images, one, platform_, on_event=_printer(quiet))
-        click.echo(str(one))
+    for ref in state.images().pull(name, platform_, all_tags, on_event=_printer(quiet)):
+        click.echo(ref)
 
 
 @click.command("push")
@@ -84,25 +57,11 @@ def pull(state: CliState, platform_: str | None, all_tags: bool, quiet: bool, na
 def push(state: CliState, quiet: bool, chunk_size: int | None, name: str, destination: str | None) -> None:
     """Push an image to a registry: NAME[:TAG] [DESTINATION]; DESTINATION may also be
     oci:DIR[:TAG], docker-archive:FILE or oci-archive:FILE."""
-    from pyengine.registry import verbs
-
-    engine = state.engine()
-    if destination and destination.startswith("oci:"):
-        from pyengine.registry.layout import push_layout
-
-        click.echo(push_layout(engine.images, name, destination))
-        return
-    archive = _split_archive_ref(destination or "")
-    if archive:
-        from pyengine.images.archive import save_archive
-
-        with open(archive[1], "wb") as out:
-            save_archive(engine.images, [name], out, archive[0])
-        click.echo(engine.images.resolve_image(name).manifest_digest)
-        return
-    result = verbs.push_image(engine, name, destination, chunk_size=chunk_size, on_event=_printer(quiet))
-    if quiet:
-        click.echo(result.digest)
+    images = state.images()
+    kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
+    result = images.push(name, destination, on_event=_printer(quiet), **kwargs)
+    if quiet or not result.get("Tag"):
+        click.echo(result.get("Digest", ""))
 
 
 @click.command("login")
@@ -114,7 +73,7 @@ def push(state: CliState, quiet: bool, chunk_size: int | None, name: str, destin
 def login(state: CliState, username: str | None, password: str | None, password_stdin: bool, server: str) -> None:
     """Log in to a registry; the credentials are stored only if the registry accepts them."""
     from pyengine.drivers.registry import Credentials
-    from pyengine.registry import auth, verbs
+    from pyengine.registry import auth
 
     if password_stdin:
         if password:
@@ -124,7 +83,10 @@ def login(state: CliState, username: str | None, password: str | None, password_
         username = click.prompt("Username")
     if password is None:
         password = click.prompt("Password", hide_input=True)
-    host = verbs.check_login(state.engine(), server, username, password)
+    if not username or not password:
+        raise UsageError("login needs a user name and a password")
+    state.images().login(server, username, password)
+    host = auth.normalise_host(server)
     path = auth.store_credentials(host, Credentials(username, password))
     click.echo(f"Login Succeeded (credentials in {path})")
 

@@ -354,10 +354,14 @@ class RemoteImages:
                 on_event(event)
         return [ref.repository] if all_tags else [str(ref)]
 
-    def push(self, name: str, destination: str | None = None, on_event: Progress = None) -> dict[str, Any]:
+    def push(self, name: str, destination: str | None = None, on_event: Progress = None,
+             chunk_size: int | None = None) -> dict[str, Any]:
         """Push through the daemon (tagging ``name`` as ``destination`` first); the pushed
         manifest's ``{"Tag", "Digest", "Size"}``."""
         from pyengine.images.reference import parse_reference
+
+        if chunk_size is not None:
+            raise UsageError("--chunk-size is not offered over the Docker Engine API: the daemon chooses")
 
         if destination and destination.startswith(("oci:", "docker-archive:", "oci-archive:")):
             raise UsageError(f"{destination.split(':', 1)[0]}: destinations are paths on this machine; "
