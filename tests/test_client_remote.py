@@ -26,10 +26,12 @@ def daemon(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory):
     engine_env.run("import", str(busybox_rootfs_tar(tmp_path_factory.getbasetemp())), "busybox:latest", check=True)
     d = start_daemon(engine_env)
     engine_env.env["PYENGINE_HOST"] = d.url
-    yield d
-    remove_all_containers(engine_env.run)
-    engine_env.env.pop("PYENGINE_HOST")
-    assert d.stop() == 0
+    try:
+        yield d
+        remove_all_containers(engine_env.run)
+    finally:
+        engine_env.env.pop("PYENGINE_HOST")
+        assert d.stop() == 0
 
 
 def one_line_error(result: subprocess.CompletedProcess, status: int) -> str:

@@ -34,12 +34,14 @@ def engine(request: pytest.FixtureRequest, engine_env: EngineEnv,
     driver, _, via = request.param.partition("-")
     engine_env.env["PYENGINE_STORAGE_DRIVER"] = driver
     served = serve(engine_env, via or "local")
-    tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
-    engine_env.run("import", str(tar), "busybox:latest", check=True)
-    yield engine_env
-    remove_all_containers(engine_env.run)
-    if served is not None:
-        served.stop()
+    try:
+        tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
+        engine_env.run("import", str(tar), "busybox:latest", check=True)
+        yield engine_env
+        remove_all_containers(engine_env.run)
+    finally:
+        if served is not None:
+            served.stop()
 
 
 def _inspect(engine: EngineEnv, ref: str) -> dict:

@@ -52,9 +52,11 @@ def via(request: pytest.FixtureRequest, engine_env):  # noqa: ANN001, ANN201
         need_root()
     engine_env.env["PYENGINE_STORAGE_DRIVER"] = DRIVER
     served = serve(engine_env, request.param)
-    yield request.param
-    if served is not None:
-        served.stop()
+    try:
+        yield request.param
+    finally:
+        if served is not None:
+            served.stop()
 
 
 def run(env, *args: str, **kwargs):  # noqa: ANN001, ANN201
