@@ -20,8 +20,11 @@ def client_for(engine: Any, host: str, with_credentials: bool = True) -> Registr
     return RegistryClient(host, registry_options(engine, host), creds)
 
 
-def pull_clients(engine: Any, host: str) -> list[RegistryClient]:
-    """The mirrors in their configured order, then the registry itself."""
+def pull_clients(engine: Any, host: str, with_credentials: bool = True) -> list[RegistryClient]:
+    """The mirrors in their configured order, then the registry itself.
+
+    :param with_credentials: look up stored credentials (plugins, the credentials file)
+    """
     mirrors = registry_options(engine, host).mirrors
     out = []
     for mirror in mirrors:
@@ -29,6 +32,6 @@ def pull_clients(engine: Any, host: str) -> list[RegistryClient]:
         opts = registry_options(engine, mhost)
         if mirror.startswith("http://"):
             opts = RegistryOptions(opts.ca_file, True, [])
-        out.append(RegistryClient(mhost, opts, auth.lookup(mhost, engine.plugins)))
-    out.append(client_for(engine, host))
+        out.append(RegistryClient(mhost, opts, auth.lookup(mhost, engine.plugins) if with_credentials else None))
+    out.append(client_for(engine, host, with_credentials))
     return out

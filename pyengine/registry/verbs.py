@@ -105,17 +105,14 @@ def decode_registry_auth(header: str | None) -> Credentials | None:
 
 
 def _clients(engine: Any, host: str, credentials: Credentials | None, stored_credentials: bool) -> list[Any]:
+    """The mirrors, then the registry; the registry's client carries ``credentials`` when given."""
     from pyengine.registry.client import RegistryClient
-    from pyengine.registry.connect import client_for, pull_clients, registry_options
+    from pyengine.registry.connect import pull_clients, registry_options
 
-    if stored_credentials and credentials is None:
-        return pull_clients(engine, host)
-    mirrors = pull_clients(engine, host)[:-1] if stored_credentials else []
-    if credentials is None:
-        main = client_for(engine, host, with_credentials=False)
-    else:
-        main = RegistryClient(host, registry_options(engine, host), credentials)
-    return [*mirrors, main]
+    clients = pull_clients(engine, host, with_credentials=stored_credentials)
+    if credentials is not None:
+        clients[-1] = RegistryClient(host, registry_options(engine, host), credentials)
+    return clients
 
 
 # -- pull ------------------------------------------------------------------------------------
