@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import pwd
+import socket
+import struct
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +43,51 @@ def _route_tables() -> list[Any]:
 def _peer_user(request: web.Request) -> str | None:
     """The authenticated user: the TLS client certificate's subject, or the Unix peer's name."""
     return request.get("peer_user")
+
+
+_user_names: dict[int, str] = {}
+
+
+def _user_name(uid: int) -> str:
+    name = _user_names.get(uid)
+    if name is None:
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            name = str(uid)
+        _user_names[uid] = name
+    return name
+
+
+def _subject(cert: dict[str, Any]) -> str:
+    """A certificate's subject as ``CN=alice,O=example`` (RFC 4514 order: most specific first)."""
+    short = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
+             "localityName": "L", "stateOrProvinceName": "ST", "emailAddress": "emailAddress"}
+    parts = [f"{short.get(key, key)}={value}" for rdn in cert.get("subject", ()) for key, value in rdn]
+    return ",".join(reversed(parts))
+
+
+def peer_of(transport: Any) -> str | None:
+    """Who is at the other end: the Unix peer's user name (SO_PEERCRED), or the subject of the
+    client certificate TLS verified; None for plain TCP."""
+    if transport is None:
+        return None
+    cert = transport.get_extra_info("peercert")
+    if cert:
+        return _subject(cert)
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family == socket.AF_UNIX:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _, uid, _ = struct.unpack("3i", creds)
+        return _user_name(uid)
+    return None
+
+
+@web.middleware
+async def peer(request: web.Request, handler: Any) -> web.StreamResponse:
+    """``request["peer_user"]``: the peer's user, read from the connection (see :func:`peer_of`)."""
+    request["peer_user"] = peer_of(request.transport)
+    return await handler(request)
 
 
 @web.middleware
@@ -121,7 +169,7 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def make_app(backend: Any) -> web.Application:
     """The application serving ``backend``'s engine; every route twice (with ``/v{version}``)."""
-    app = web.Application(middlewares=[errors, versions, authorize], client_max_size=MAX_JSON_BODY)
+    app = web.Application(middlewares=[errors, peer, versions, authorize], client_max_size=MAX_JSON_BODY)
     app["backend"] = backend
     #: set when the daemon stops: endless streams end (see _on_shutdown)
     app["shutdown"] = asyncio.Event()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pyengine.errors import UsageError
+from pyengine.errors import PyEngineError, UsageError
 from pyengine.log import get_logger
 
 log = get_logger("pyengine.daemon")
@@ -131,9 +131,27 @@ def tls_context(options: DaemonOptions) -> ssl.SSLContext:
     return context
 
 
+def _socket_dir(path: str) -> None:
+    """Make the socket's directory when missing, passable (0711) so that the group reaches the
+    socket and nothing else in it; warn when an existing one keeps the group out."""
+    parent = Path(path).parent
+    if not parent.is_dir():
+        parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(parent, 0o711)
+        return
+    probe = parent
+    while probe != probe.parent:
+        mode = probe.stat().st_mode
+        if not mode & 0o011:
+            log.warning("daemon.socket_unreachable", socket=path, directory=str(probe), mode=oct(mode & 0o777),
+                        hint="members of the socket's group cannot pass this directory; make it 0711")
+            return
+        probe = probe.parent
+
+
 def unix_listener(path: str, group: str) -> socket.socket:
     """A listening Unix socket at ``path``, root:GROUP 0660 (0600 and a warning without the group)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _socket_dir(path)
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -184,8 +202,22 @@ class Daemon:
         self.runner: Any = None
         self.stopping = asyncio.Event()
         self.unix_paths: list[str] = []
+        self._tls: ssl.SSLContext | None = None
 
     async def start(self) -> None:
+        """Listen on every host; a host that cannot be served is a one-line error."""
+        for host in self.options.hosts:
+            try:
+                await self._listen(host)
+            except OSError as exc:
+                raise PyEngineError(f"cannot listen on {host}: {exc.strerror or exc}") from None
+            except ssl.SSLError as exc:
+                raise PyEngineError(f"cannot serve TLS on {host}: {exc.reason or exc}") from None
+        if self.options.pidfile:
+            Path(self.options.pidfile).write_text(f"{os.getpid()}\n")
+        log.info("daemon.listening", hosts=self.options.hosts, pid=os.getpid())
+
+    async def _setup(self) -> None:
         from aiohttp import web
 
         from pyengine.api.app import make_app
@@ -195,40 +227,44 @@ class Daemon:
         self.runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                     shutdown_timeout=self.options.shutdown_timeout)
         await self.runner.setup()
-        tls = None
-        for host in self.options.hosts:
-            if host.startswith("unix://"):
-                path = _unix_path(host)
-                site = web.SockSite(self.runner, unix_listener(path, self.options.group),
-                                    shutdown_timeout=self.options.shutdown_timeout)
-                self.unix_paths.append(path)
-            elif host.startswith("tcp://"):
-                address, port = parse_tcp(host)
-                if self.options.tlsverify or self.options.tlscert:
-                    tls = tls or tls_context(self.options)
-                site = web.TCPSite(self.runner, address, port, ssl_context=tls if (
-                    self.options.tlsverify or self.options.tlscert) else None, reuse_address=True)
-                if not (self.options.tlsverify or _is_loopback(address)):
-                    log.warning("daemon.insecure_tcp", host=host,
-                                warning="plain TCP without TLS: anyone who can reach it controls this host")
-            else:  # fd://
-                socks = activated_sockets()
-                if not socks:
-                    raise UsageError("fd:// given but systemd passed no sockets (LISTEN_FDS)")
-                for sock in socks:
-                    await web.SockSite(self.runner, sock).start()
-                continue
-            await site.start()
-        if self.options.pidfile:
-            Path(self.options.pidfile).write_text(f"{os.getpid()}\n")
-        log.info("daemon.listening", hosts=self.options.hosts, pid=os.getpid())
+
+    async def _listen(self, host: str) -> None:
+        from aiohttp import web
+
+        if self.runner is None:
+            await self._setup()
+        if host.startswith("unix://"):
+            path = _unix_path(host)
+            sock = unix_listener(path, self.options.group)
+            self.unix_paths.append(path)
+            await web.SockSite(self.runner, sock).start()
+        elif host.startswith("tcp://"):
+            address, port = parse_tcp(host)
+            tls = None
+            if self.options.tlsverify or self.options.tlscert:
+                self._tls = self._tls or tls_context(self.options)
+                tls = self._tls
+            elif not _is_loopback(address):
+                log.warning("daemon.insecure_tcp", host=host,
+                            warning="plain TCP without TLS: anyone who can reach it controls this host")
+            await web.TCPSite(self.runner, address, port, ssl_context=tls, reuse_address=True).start()
+        else:  # fd://
+            socks = activated_sockets()
+            if not socks:
+                raise UsageError("fd:// given but systemd passed no sockets (LISTEN_FDS)")
+            for sock in socks:
+                await web.SockSite(self.runner, sock).start()
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # what did listen stops, and its socket files go
+            raise
         print(f"pyengine daemon listening on {', '.join(self.options.hosts)}", file=sys.stderr, flush=True)
         await self.stopping.wait()
         await self.stop()
