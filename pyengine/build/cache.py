@@ -146,7 +146,12 @@ class BuildCache:
                 image = store.resolve_image(image_id)
                 if image.tags or image.id in used:
                     continue
-                store.remove(image.id)
+                # the store's verb for an untagged image (older stores: remove by ID)
+                delete = getattr(store, "delete_untagged", None)
+                if delete is not None:
+                    delete(image)
+                else:
+                    store.remove(image.id)
                 removed.append(image.id)
         if held:
             freed += max(0, before - store.disk_usage()["images_size"])

@@ -97,6 +97,11 @@ def _short(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
 
 
+def _go_quoted(argv: list[str]) -> str:
+    """A list as Go's ``%q`` prints it (BuildKit's CMD and ENTRYPOINT history): ``["a" "b"]``."""
+    return "[" + " ".join(json.dumps(a, ensure_ascii=False) for a in argv) + "]"
+
+
 def _argv_text(argv: list[str]) -> str:
     return " ".join(argv)
 
@@ -371,10 +376,10 @@ class Builder:
         if isinstance(instruction, ins.Cmd):
             argv = list(instruction.command) if instruction.exec_form else shell + [str(instruction.command)]
             flags["cmd_set"] = True
-            return self._metadata_step(state, instruction, f"CMD {json.dumps(argv)}", apply("CMD", argv))
+            return self._metadata_step(state, instruction, f"CMD {_go_quoted(argv)}", apply("CMD", argv))
         if isinstance(instruction, ins.Entrypoint):
             argv = list(instruction.command) if instruction.exec_form else shell + [str(instruction.command)]
-            return self._metadata_step(state, instruction, f"ENTRYPOINT {json.dumps(argv)}",
+            return self._metadata_step(state, instruction, f"ENTRYPOINT {_go_quoted(argv)}",
                                        apply("ENTRYPOINT", argv, cmd_set_in_stage=flags["cmd_set"]),
                                        extra=[flags["cmd_set"]])
         if isinstance(instruction, ins.Env):
@@ -471,6 +476,7 @@ class Builder:
                 config.setdefault("config", {})["WorkingDir"] = path
             with self.rootfs(state) as root:
                 members = self._missing_dirs(root, path, self._owner(root, state.container_config.get("User") or ""))
+                members = _with_parents(root, members)
             if not members:
                 return self._no_layer(state, created_by, change)
             blob = layers.write_tar_members(self.store, members, epoch=self.epoch)
@@ -850,8 +856,8 @@ class Builder:
                 raise DockerfileError(f"When using {keyword} with more than one source file, the destination "
                                       "must be a directory and end with a /", instruction.line,
                                       self.dockerfile.filename)
-            members = self._copy_members(parent_root, entries, dest_abs, dest_is_dir_syntax, owner, chmod,
-                                         isinstance(instruction, ins.Add))
+            members = _with_parents(parent_root, self._copy_members(
+                parent_root, entries, dest_abs, dest_is_dir_syntax, owner, chmod, isinstance(instruction, ins.Add)))
             srcs = " ".join([*instruction.sources, *(f"<<{d.name}" for d in instruction.heredocs)])
             flags = "".join(f"--{name}={value} " for name, value in (("from", getattr(instruction, "from_", None)),
                                                                       ("chown", instruction.chown),
@@ -1048,6 +1054,36 @@ class _LazyFile:
         if not data or n < 0:
             self.file.close()
         return data
+
+
+def _with_parents(root: str, members: list[tuple[tarfile.TarInfo, IO[bytes] | None]]
+                  ) -> list[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+    """``members`` preceded by an entry for every directory above them that the parent
+    filesystem already has, with its attributes there. A layer applied to an overlay upper
+    directory must carry its parents: a directory the extractor had to make would be root's,
+    0755, and would hide the lower one's owner and mode."""
+    names = {posixpath.normpath(m.name) for m, _ in members}
+    parents: list[tarfile.TarInfo] = []
+    seen: set[str] = set()
+    for member, _ in members:
+        parts = posixpath.normpath(member.name).split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            parent = "/".join(parts[:i])
+            if parent in seen or parent in names or parent in ("", "."):
+                continue
+            seen.add(parent)
+            host = os.path.join(root, parent)
+            try:
+                st = os.lstat(host)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            info = tarfile.TarInfo(parent)
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
+            info.mtime = int(st.st_mtime)
+            parents.append(info)
+    return [(p, None) for p in parents] + members
 
 
 def _is_url(word: str) -> bool:
