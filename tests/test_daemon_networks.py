@@ -194,3 +194,28 @@ def test_docker_py_volumes(daemon, engine_env) -> None:
         client.volumes.create("other", driver="nfs")
     client.volumes.create("gone").remove()
     assert client.volumes.list() == []
+
+
+def test_bad_network_and_volume_requests_are_docker_errors(daemon) -> None:
+    from test_daemon_images import _request
+
+    status, body = _request(daemon, "POST", "/v1.45/volumes/create", b"{not json")
+    assert status == 400 and "invalid JSON" in json.loads(body)["message"]
+    status, body = _request(daemon, "POST", "/v1.45/volumes/create", b'{"Name": 5}')
+    assert status == 400 and "cannot unmarshal" in json.loads(body)["message"]
+    status, body = _request(daemon, "POST", "/v1.45/volumes/create", b'{"Name": "../escape"}')
+    assert status == 400 and "invalid volume name" in json.loads(body)["message"]
+    status, body = _request(daemon, "GET", '/v1.45/volumes?filters={"colour":["red"]}')
+    assert status == 400 and json.loads(body) == {"message": "invalid filter 'colour'"}
+    status, body = _request(daemon, "GET", "/v1.45/volumes/nosuch")
+    assert status == 404 and json.loads(body) == {"message": "get nosuch: no such volume"}
+    status, body = _request(daemon, "POST", "/v1.45/networks/create", b'{"Name": "n", "Internal": "yes"}')
+    assert status == 400 and "cannot unmarshal" in json.loads(body)["message"]
+    status, body = _request(daemon, "POST", "/v1.45/networks/create", b"")
+    assert status == 400 and "JSON body is required" in json.loads(body)["message"]
+    status, body = _request(daemon, "GET", "/v1.45/networks/nosuch")
+    assert status == 404 and json.loads(body) == {"message": "network nosuch not found"}
+    status, body = _request(daemon, "DELETE", "/v1.45/networks/none")
+    assert status == 403 and "pre-defined network" in json.loads(body)["message"]
+    assert not (daemon.socket_path.parent / "data" / "volumes" / "escape").exists()
+    assert _request(daemon, "GET", "/_ping")[0] == 200
