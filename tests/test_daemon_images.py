@@ -320,6 +320,13 @@ def test_docker_build_and_docker_py_build(daemon, busybox_archive, engine_env, t
     with pytest.raises(docker.errors.BuildError, match="returned a non-zero code: 3"):
         client.images.build(path=str(context), dockerfile="Dockerfile.bad")
     assert engine_env.run("ps", "-aq", check=True).stdout.strip() == ""  # no build container is left
+    intermediate = set(daemon.docker("images", "-aq", check=True).stdout.split()) - \
+        set(daemon.docker("images", "-q", check=True).stdout.split())
+    assert intermediate  # the step cache's images, hidden without -a
+    pruned = daemon.docker("builder", "prune", "-f", check=True).stdout
+    assert "Deleted build cache objects:" in pruned and "Total reclaimed space:" in pruned
+    assert set(daemon.docker("images", "-aq", check=True).stdout.split()) == \
+        set(daemon.docker("images", "-q", check=True).stdout.split())
 
 
 def test_docker_commit_makes_an_image_of_a_container(daemon, busybox_archive, engine_env) -> None:
