@@ -270,3 +270,33 @@ def test_bad_input_is_a_docker_error_and_the_daemon_keeps_serving(daemon) -> Non
         assert _request(daemon, "GET", "/_ping")[0] == 200
     assert "Traceback" not in daemon.log()
     assert daemon.docker("version", check=True).returncode == 0
+
+
+# -- daemonless and daemon on the same stores -------------------------------------------------------
+def test_daemonless_and_daemon_containers_see_each_other_across_a_daemon_restart(
+        engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> None:
+    need_root()
+    tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
+    engine_env.run("import", str(tar), "busybox:latest", check=True)
+    daemon = start_daemon(engine_env)
+    try:
+        engine_env.run("run", "-d", "--name", "local1", "busybox", "sleep", "300", check=True)
+        daemon.docker("run", "-d", "--name", "remote1", "busybox", "sleep", "300", check=True)
+        through_daemon = daemon.docker("ps", "--format", "{{.Names}} {{.State}}", check=True).stdout.split("\n")
+        assert {"local1 running", "remote1 running"} <= set(through_daemon)
+        daemonless = engine_env.run("ps", "--format", "{{.Names}}", check=True).stdout.split()
+        assert {"local1", "remote1"} <= set(daemonless)
+        assert daemon.stop() == 0
+        # Their monitors are their own processes: the daemon's exit leaves them running.
+        after_stop = engine_env.run("ps", "--format", "{{.Names}} {{.State}}", check=True).stdout.split("\n")
+        assert {"local1 running", "remote1 running"} <= set(after_stop)
+        daemon = start_daemon(engine_env)
+        again = daemon.docker("ps", "--format", "{{.Names}} {{.State}}", check=True).stdout.split("\n")
+        assert {"local1 running", "remote1 running"} <= set(again)
+        pid = daemon.docker("inspect", "-f", "{{.State.Pid}}", "remote1", check=True).stdout.strip()
+        assert os.path.exists(f"/proc/{pid}")
+        daemon.docker("rm", "-f", "local1", check=True)  # the daemon removes the daemonless one
+        assert "local1" not in engine_env.run("ps", "-a", "--format", "{{.Names}}", check=True).stdout.split()
+    finally:
+        remove_all_containers(engine_env.run)
+        assert daemon.stop() == 0

@@ -67,7 +67,11 @@ _CONNECT = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.
 
 
 def test_unix_socket_is_root_group_0660_outsiders_get_eacces_members_use_it(
-        engine_env: EngineEnv, pyengine_group: int, open_base: Path) -> None:
+        engine_env: EngineEnv, pyengine_group: int, open_base: Path,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    from containers_support import busybox_rootfs_tar, remove_all_containers
+
+    engine_env.run("import", str(busybox_rootfs_tar(tmp_path_factory.getbasetemp())), "busybox:latest", check=True)
     run_root = open_base / "run"  # made by the engine, as /run/pyengine is
     socket_path = run_root / "pyengine.sock"  # the default path: <run-root>/pyengine.sock
     daemon = start_daemon(engine_env, socket_path=socket_path, env={"PYENGINE_RUN_ROOT": str(run_root)})
@@ -93,9 +97,17 @@ def test_unix_socket_is_root_group_0660_outsiders_get_eacces_members_use_it(
         info_out = _as_nobody("docker", "info", "--format", "{{.Driver}} {{.CgroupDriver}}", groups=[pyengine_group],
                               env=env)
         assert info_out.returncode == 0 and info_out.stdout.strip().endswith(" cgroupfs"), info_out
+        # A member runs containers without root: membership is root-equivalent (docs/daemon.md).
+        ran = _as_nobody("docker", "run", "--rm", "busybox", "true", groups=[pyengine_group], env=env)
+        assert ran.returncode == 0, (ran, daemon.log()[-3000:])
+        failed = _as_nobody("docker", "run", "--rm", "busybox", "sh", "-c", "exit 3", groups=[pyengine_group], env=env)
+        assert failed.returncode == 3, failed
         refused = _as_nobody("docker", "version", groups=None, env=env)
         assert refused.returncode != 0 and "permission denied" in refused.stderr.lower(), refused
     finally:
+        remove_all_containers(lambda *args, **kw: subprocess.run(
+            [sys.executable, "-m", "pyengine", *args], env={**engine_env.env, "PYENGINE_RUN_ROOT": str(run_root)},
+            capture_output=True, text=True))
         assert daemon.stop() == 0
     assert not socket_path.exists()  # removed at exit
 

@@ -68,5 +68,7 @@ class Backend:
         return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        # Not waiting: work whose client went away may block on (a wait on a running container);
+        # run_daemon exits past it.
+        self.pool.shutdown(wait=False, cancel_futures=True)
         self.engine.close()

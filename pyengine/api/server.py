@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,15 @@ def tls_context(options: DaemonOptions) -> ssl.SSLContext:
     return context
 
 
-def _socket_dir(path: str) -> None:
+def _group_exists(group: str) -> bool:
+    try:
+        grp.getgrnam(group)
+    except KeyError:
+        return False
+    return True
+
+
+def _socket_dir(path: str, warn: bool) -> None:
     """Make the socket's directory when missing, passable (0711) so that the group reaches the
     socket and nothing else in it; warn when an existing one keeps the group out."""
     parent = Path(path).parent
@@ -140,7 +149,7 @@ def _socket_dir(path: str) -> None:
         os.chmod(parent, 0o711)
         return
     probe = parent
-    while probe != probe.parent:
+    while warn and probe != probe.parent:
         mode = probe.stat().st_mode
         if not mode & 0o011:
             log.warning("daemon.socket_unreachable", socket=path, directory=str(probe), mode=oct(mode & 0o777),
@@ -151,7 +160,7 @@ def _socket_dir(path: str) -> None:
 
 def unix_listener(path: str, group: str) -> socket.socket:
     """A listening Unix socket at ``path``, root:GROUP 0660 (0600 and a warning without the group)."""
-    _socket_dir(path)
+    _socket_dir(path, warn=_group_exists(group))
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -293,5 +302,20 @@ class Daemon:
 
 
 def run_daemon(backend: Any, options: DaemonOptions) -> None:
+    """Serve until SIGTERM; then exit even if engine work of a request whose client went away
+    is still blocking in a pool thread (a ``wait`` on a container that runs on)."""
+    import threading
+
     daemon = Daemon(backend, options)
     asyncio.run(daemon.serve())
+    deadline = time.monotonic() + 1.0
+    busy = [t for t in threading.enumerate() if t.name.startswith("api") and t.is_alive()]
+    for thread in busy:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in busy if t.is_alive()]
+    if left:
+        # Interpreter exit would join them (concurrent.futures does) and never return.
+        log.warning("daemon.abandoned_work", threads=left)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
