@@ -5,6 +5,8 @@ Everything here is cheap to import; plugins raise these and the CLI turns them i
 
 from __future__ import annotations
 
+import errno
+
 
 class PyEngineError(Exception):
     """Base of every error that reaches a user as one line and a non-zero exit status."""
@@ -54,6 +56,24 @@ class InvalidArchive(PyEngineError):
     """An archive, layer, manifest or blob is malformed, corrupt or malicious."""
 
     exit_code = 1
+
+
+class NoSpace(PyEngineError):
+    """The filesystem holding ``path`` is full (ENOSPC) or its quota is used up (EDQUOT)."""
+
+    def __init__(self, path: object = None) -> None:
+        self.path = str(path) if path else ""
+        super().__init__(f"no space left on device: {self.path or 'the data root or run root'}")
+
+    @staticmethod
+    def is_full(exc: BaseException) -> bool:
+        """True when ``exc`` is an OSError saying the filesystem is full or over quota."""
+        return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class Damaged(PyEngineError):
+    """A record in the stores (a container's config or state, an image's config) is unreadable;
+    the message names it and says how to get rid of it."""
 
 
 class DockerfileError(PyEngineError):

@@ -231,4 +231,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
+    except OSError as exc:
+        # A full disk is the operator's to fix, not a bug: one line, wherever it was met.
+        from pyengine.errors import NoSpace
+
+        if not NoSpace.is_full(exc):
+            raise
+        error = NoSpace(exc.filename)
+        click.echo(f"pyengine: error: {error}", err=True)
+        sys.exit(error.exit_code)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -12,8 +12,8 @@ import signal as signals
 import time
 from typing import TYPE_CHECKING, Any
 
-from pyengine.containers.store import ContainerRecord, ContainerState, ContainerStore, now_iso, pid_alive
-from pyengine.errors import Conflict, NotFound, PyEngineError, UsageError
+from pyengine.containers.store import DAMAGED, ContainerRecord, ContainerState, ContainerStore, now_iso, pid_alive
+from pyengine.errors import Conflict, NoSpace, NotFound, PyEngineError, UsageError
 from pyengine.log import get_logger
 
 if TYPE_CHECKING:
@@ -233,7 +233,10 @@ class Containers:
         state.exit_code = state.exit_code or 137
         state.error = "the container's monitor died"
         state.finished_at = now_iso()
-        self.store.save_state(record.id, state)
+        try:
+            self.store.save_state(record.id, state)
+        except NoSpace as exc:  # a read shows the reconciled state anyway; the next one retries
+            log.warning("container.reconcile_not_saved", container=record.id, reason=str(exc))
         self.release_runtime(record)
         return record
 
@@ -272,7 +275,10 @@ class Containers:
         with self.store.container_lock(container_id):
             state = self.store.load(container_id).state
             state.stop_requested = True
-            self.store.save_state(container_id, state)
+            try:
+                self.store.save_state(container_id, state)
+            except NoSpace as exc:  # stopping, and removing, must work on a full disk
+                log.warning("container.stop_not_saved", container=container_id, reason=str(exc))
 
     def stop(self, ref: str, timeout: int | None = None, *, not_running_ok: bool = True) -> ContainerRecord:
         """SIGTERM (or the stop signal), then SIGKILL after ``timeout`` seconds.
@@ -390,6 +396,8 @@ class Containers:
         volumes too (named volumes stay, as in Docker)."""
         container_id = self.store.resolve(ref)
         record = self.get(container_id)
+        if record.state.status == DAMAGED and not from_monitor:
+            self._end_damaged(record, force)
         if record.state.running and not from_monitor:
             if not force:
                 raise Conflict(f"cannot remove container \"/{record.name}\": container is running: stop the "
@@ -408,6 +416,29 @@ class Containers:
             self._remove_anonymous_volumes(record)
         self.emit(record, "destroy")
         return container_id
+
+    def _end_damaged(self, record: ContainerRecord, force: bool) -> None:
+        """Before removing a damaged container: kill what its state says may still run (with
+        ``force``) and release its networks, cgroups and rootfs mount by its ID."""
+        from pyengine.containers.networking import leave_networks
+
+        alive = [pid for pid in (record.state.monitor_pid, record.state.pid) if pid_alive(pid)]
+        if alive and not force:
+            raise Conflict(f"cannot remove damaged container {record.id}: its processes may still run: "
+                           "force remove")
+        for pid in alive:
+            try:
+                os.kill(pid, signals.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while any(pid_alive(pid) for pid in alive) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        try:
+            leave_networks(self, record.id)
+        except Exception as exc:  # noqa: BLE001 - what can be released is released
+            log.warning("network.leave_failed", container=record.id, reason=str(exc))
+        self.release_runtime(record)
 
     def _remove_anonymous_volumes(self, record: ContainerRecord) -> None:
         """The container's anonymous volumes (named by a random 64-hex ID) no other uses."""

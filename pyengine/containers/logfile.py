@@ -1,10 +1,13 @@
 """The json-file log: one JSON object per line, Docker's format, capped in size with rotation.
 
-Owned by the monitor (the only writer); ``logs`` reads it, following rotations.
+Owned by the monitor (the only writer); ``logs`` reads it, following rotations. When the
+filesystem is full, lines are dropped (and counted) rather than stopping the monitor: the
+container's output still reaches attached clients, and its exit is still recorded.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -24,9 +27,18 @@ class JsonLogWriter:
         self.path = path
         self.max_size = max_size
         self.max_files = max(1, max_files)
-        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self.size = os.fstat(self.fd).st_size
         self.partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
+        #: lines lost to a full filesystem
+        self.dropped = 0
+        self.fd: int | None = None
+        self.size = 0
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self.size = os.fstat(self.fd).st_size
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise
+            self._drop(exc)
 
     def write(self, stream: str, data: bytes) -> None:
         """Write the complete lines of ``data``; keep a trailing partial line for later."""
@@ -49,25 +61,54 @@ class JsonLogWriter:
         record = json.dumps({"log": line.decode("utf-8", "replace"), "stream": stream,
                              "time": _timestamp()}) + "\n"
         raw = record.encode()
-        if self.size + len(raw) > self.max_size and self.size > 0:
-            self._rotate()
-        os.write(self.fd, raw)
-        self.size += len(raw)
+        try:
+            if self.size + len(raw) > self.max_size and self.size > 0:
+                self._rotate()
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            written = os.write(self.fd, raw)
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise
+            self._drop(exc)
+            return
+        self.size += written
+        if written < len(raw):  # the disk filled mid-line: end the line so the file stays JSON lines
+            self._drop(None)
+            try:
+                self.size += os.write(self.fd, b"\n")
+            except OSError:
+                pass
+
+    def _drop(self, exc: OSError | None) -> None:
+        if not self.dropped:
+            from pyengine.log import get_logger
+
+            get_logger("pyengine.containers.log").warning(
+                "log.lines_dropped", path=str(self.path), reason=exc.strerror if exc else "short write")
+        self.dropped += 1
 
     def _rotate(self) -> None:
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
         for n in range(self.max_files - 1, 0, -1):
             src = self.path if n == 1 else self.path.with_name(f"{self.path.name}.{n - 1}")
             if src.exists():
                 os.replace(src, self.path.with_name(f"{self.path.name}.{n}"))
         if self.max_files == 1:
             os.unlink(self.path)
+        self.size = 0  # rotated: a failing open below is retried by the next line, not rotated again
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o640)
-        self.size = 0
 
     def close(self) -> None:
         self.flush()
-        os.close(self.fd)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def read_entries(path: Path, max_files: int = 10) -> list[dict]:

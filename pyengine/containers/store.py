@@ -3,22 +3,34 @@
 Owns the on-disk records (``config.json``: what the user asked for, written once;
 ``state.json``: what is happening now, rewritten atomically), the name index, the lock, and
 reconciliation of containers whose monitor died. Knows nothing of how a process is started.
+
+Every record read is validated: a container whose record cannot be read is still listed, as
+``damaged`` with the reason in its state's error, so that it can be removed. When the data
+root is full, a state is kept in the run root until the data root has room again.
 """
 
 from __future__ import annotations
 
+import builtins
 import errno
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pyengine.errors import Conflict, NotFound, UsageError
+from pyengine.errors import Conflict, Damaged, NoSpace, NotFound, UsageError
 from pyengine.fsutil import PRIVATE_MODE, flocked, make_dirs, write_json_atomic
+from pyengine.log import get_logger
+
+log = get_logger("pyengine.containers.store")
+
+#: the status of a container whose record cannot be read (``ps -a`` shows it, ``rm -f`` removes it)
+DAMAGED = "damaged"
 
 
 def now_iso() -> str:
@@ -30,7 +42,7 @@ def now_iso() -> str:
 class ContainerState:
     """The mutable part of a container, Docker's ``State`` in our words."""
 
-    status: str = "created"  # created | running | paused | restarting | exited | dead
+    status: str = "created"  # created | running | paused | restarting | exited | dead | damaged
     pid: int = 0
     monitor_pid: int = 0
     exit_code: int = 0
@@ -93,9 +105,19 @@ class ContainerStore:
 
     @contextmanager
     def container_lock(self, container_id: str) -> Iterator[None]:
-        """A per-container lock around read-modify-write of its state."""
-        with flocked(self.dir(container_id) / ".lock"):
+        """A per-container lock around read-modify-write of its state; NotFound when the
+        container is gone (its directory is never made again by taking the lock)."""
+        import fcntl
+
+        try:
+            fd = os.open(self.dir(container_id) / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"no such container: {container_id}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield
+        finally:
+            os.close(fd)
 
     # -- paths -----------------------------------------------------------------------------
     def dir(self, container_id: str) -> Path:
@@ -134,36 +156,125 @@ class ContainerStore:
                                "that name.")
         path = self.dir(record.id)
         make_dirs(path.parent)
-        os.mkdir(path, PRIVATE_MODE)
-        write_json_atomic(path / "state.json", asdict(record.state))
-        write_json_atomic(path / "config.json", record.as_config())
+        # Both records are written in a temp directory renamed into place: a container
+        # directory always holds both, and a crash or a full disk leaves only a `.tmp-` one,
+        # which this removes on failure and `system check --repair` after a crash.
+        tmp = self.root / f".tmp-{record.id}"
+        try:
+            os.mkdir(tmp, PRIVATE_MODE)
+            write_json_atomic(tmp / "state.json", asdict(record.state))
+            write_json_atomic(tmp / "config.json", record.as_config())
+            os.rename(tmp, path)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if NoSpace.is_full(exc):
+                raise NoSpace(self.root) from None
+            raise
+
+    def is_container_dir(self, entry: Path) -> bool:
+        """A directory of the store that holds a container (or what is left of one's records):
+        not a temp or trash entry, not an empty directory."""
+        return (not entry.name.startswith(".") and entry.is_dir()
+                and ((entry / "config.json").exists() or (entry / "state.json").exists()))
 
     def load(self, container_id: str) -> ContainerRecord:
+        """The container's record; a record that cannot be read comes back with the status
+        ``damaged`` and the reason in ``state.error`` (it is never silently dropped)."""
         path = self.dir(container_id)
+        if not self.is_container_dir(path):
+            raise NotFound(f"no such container: {container_id}")
+        state, problem = self._load_state(container_id)
         try:
-            config = json.loads((path / "config.json").read_text())
-        except FileNotFoundError:
-            raise NotFound(f"no such container: {container_id}") from None
-        try:
-            state = ContainerState(**json.loads((path / "state.json").read_text()))
-        except FileNotFoundError:
-            state = ContainerState(status="dead", error="state file missing")
-        return ContainerRecord(**config, state=state)
+            config = _valid_config(path / "config.json", container_id)
+        except Damaged as exc:
+            problem = f"{exc}; {problem}" if problem else str(exc)
+            config = None
+        if not problem and config is not None:
+            return ContainerRecord(**config, state=state)
+        if not path.is_dir():  # removed while it was read (remove_record renames it away whole)
+            raise NotFound(f"no such container: {container_id}")
+        damaged = ContainerState(status=DAMAGED, pid=state.pid, monitor_pid=state.monitor_pid,
+                                 exit_code=state.exit_code, started_at=state.started_at,
+                                 finished_at=state.finished_at,
+                                 error=f"{problem}; remove it with `pyengine rm -f {container_id}`")
+        if config is not None:
+            return ContainerRecord(**config, state=damaged)
+        # The layer of every container is named by its ID (see Containers.create).
+        return ContainerRecord(id=container_id, name="", created=state.started_at or "", image="", image_id="",
+                               config={}, host_config={}, layer_id=container_id, state=damaged)
+
+    def _state_paths(self, container_id: str) -> tuple[Path, Path]:
+        """Where a state lives: the data root, and the run root while the data root is full."""
+        return self.dir(container_id) / "state.json", self.run_dir / container_id / "state.json"
+
+    def _load_state(self, container_id: str) -> tuple[ContainerState, str]:
+        """The container's state and, when it cannot be read, why (the state is then "dead")."""
+        main, spare = self._state_paths(container_id)
+        for path in (spare, main):  # a spare exists only while it is newer than the main one
+            try:
+                data = json.loads(path.read_bytes())
+            except FileNotFoundError:
+                if path is spare:
+                    continue
+                return ContainerState(status="dead", error="state file missing"), ""
+            except (OSError, ValueError) as exc:
+                if path is spare:
+                    continue
+                return ContainerState(status="dead"), f"state.json is damaged: {_reason(exc)}"
+            try:
+                return _valid_state(data), ""
+            except Damaged as exc:
+                if path is spare:
+                    continue
+                return ContainerState(status="dead"), str(exc)
+        raise AssertionError("unreachable")
 
     def save_state(self, container_id: str, state: ContainerState) -> None:
-        write_json_atomic(self.dir(container_id) / "state.json", asdict(state))
+        """Write the state atomically; when the data root is full, into the run root instead
+        (read in preference until the data root takes a state again). NoSpace when both are
+        full; Conflict for a damaged container, whose record must not be overwritten."""
+        if state.status == DAMAGED:
+            raise Conflict(f"container {container_id} is damaged: {state.error}")
+        main, spare = self._state_paths(container_id)
+        try:
+            write_json_atomic(main, asdict(state))
+        except OSError as exc:
+            if not NoSpace.is_full(exc):
+                raise
+            if not main.parent.is_dir():
+                raise NotFound(f"no such container: {container_id}") from None
+            log.warning("container.state_in_run_root", container=container_id, reason=exc.strerror)
+            try:
+                write_json_atomic(spare, asdict(state))
+            except OSError as spare_exc:
+                if NoSpace.is_full(spare_exc):
+                    raise NoSpace(main.parent) from None
+                raise
+            return
+        try:
+            os.unlink(spare)
+        except FileNotFoundError:
+            pass
 
     def save_config(self, record: ContainerRecord) -> None:
-        write_json_atomic(self.dir(record.id) / "config.json", record.as_config())
+        if record.state.status == DAMAGED:
+            raise Conflict(f"container {record.id} is damaged: {record.state.error}")
+        path = self.dir(record.id) / "config.json"
+        try:
+            write_json_atomic(path, record.as_config())
+        except OSError as exc:
+            if NoSpace.is_full(exc):
+                raise NoSpace(path.parent) from None
+            raise
 
     def list(self) -> list[ContainerRecord]:
         records = []
         for entry in sorted(self.root.iterdir()) if self.root.is_dir() else []:
-            if entry.name.startswith(".") or not (entry / "config.json").exists():
+            if not self.is_container_dir(entry):
                 continue
             try:
                 records.append(self.load(entry.name))
-            except (NotFound, json.JSONDecodeError):
+            except NotFound:  # removed meanwhile
                 continue
         records.sort(key=lambda r: r.created, reverse=True)
         return records
@@ -172,7 +283,7 @@ class ContainerStore:
         """A full ID from a full ID, a unique ID prefix or a name."""
         if not ref:
             raise UsageError("a container name or ID is required")
-        if (self.root / ref / "config.json").exists():
+        if "/" not in ref and ref not in (".", "..") and self.is_container_dir(self.root / ref):
             return ref
         records = self.list()
         for record in records:
@@ -198,6 +309,110 @@ class ContainerStore:
             return
         shutil.rmtree(trash, ignore_errors=True)
         shutil.rmtree(self.run_dir / container_id, ignore_errors=True)
+
+    def check(self, repair: bool = False) -> tuple[builtins.list[str], builtins.list[str]]:
+        """The store's problems, and the IDs of damaged containers (``system check``).
+
+        Leftovers of an interrupted write — a ``.tmp-`` container directory, a ``.rm-`` one, a
+        directory that holds no record, a temp file of an atomic write — are reported and,
+        with ``repair``, removed. Damaged containers are only reported here: removing one
+        means killing its processes and releasing its layer (``Containers.remove``).
+        """
+        problems: builtins.list[str] = []
+        damaged: builtins.list[str] = []
+        if not self.root.is_dir():
+            return problems, damaged
+        with self.lock():
+            for entry in sorted(self.root.iterdir()):
+                if entry.name == ".lock":
+                    continue
+                if entry.name.startswith((".tmp-", ".rm-")) or not self.is_container_dir(entry):
+                    problems.append(f"stale temporary entry {entry} (an interrupted create or remove)")
+                    if repair:
+                        _remove_path(entry)
+                    continue
+                try:
+                    with self.container_lock(entry.name):
+                        for leftover in sorted(entry.glob(".*.tmp")):
+                            problems.append(f"stale temporary file {leftover}")
+                            if repair:
+                                leftover.unlink(missing_ok=True)
+                        record = self.load(entry.name)
+                except NotFound:
+                    continue
+                if record.state.status == DAMAGED:
+                    problems.append(f"container {record.id} is damaged: {record.state.error}")
+                    damaged.append(record.id)
+        return problems, damaged
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; Damaged when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise Damaged(f"{path.name} is missing") from None
+    except (OSError, ValueError) as exc:
+        raise Damaged(f"{path.name} is damaged: {_reason(exc)}") from None
+    if not isinstance(data, dict):
+        raise Damaged(f"{path.name} is damaged: not a JSON object")
+    return data
+
+
+#: the keys of config.json and the type each must have
+_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": str, "name": str, "created": str, "image": str, "image_id": str, "config": dict,
+    "host_config": dict, "layer_id": str, "networks": dict}
+
+
+def _valid_config(path: Path, container_id: str) -> dict[str, Any]:
+    """config.json's fields for ContainerRecord, checked; Damaged saying what is wrong."""
+    data = _read_object(path)
+    out: dict[str, Any] = {}
+    for key, kind in _CONFIG_TYPES.items():
+        if key not in data:
+            if key == "networks":
+                continue
+            raise Damaged(f"config.json is damaged: {key!r} is missing")
+        if not isinstance(data[key], kind):
+            raise Damaged(f"config.json is damaged: {key!r} is not a {getattr(kind, '__name__', kind)}")
+        out[key] = data[key]
+    if out["id"] != container_id:
+        raise Damaged(f"config.json is damaged: it is the record of container {out['id']!r}")
+    if not out["layer_id"]:
+        raise Damaged("config.json is damaged: the layer ID is empty")
+    return out
+
+
+def _valid_state(data: Any) -> ContainerState:
+    """A ContainerState from state.json's object, every known field of its type (unknown
+    fields, from a newer engine, are left out); Damaged saying what is wrong."""
+    if not isinstance(data, dict):
+        raise Damaged("state.json is damaged: not a JSON object")
+    values: dict[str, Any] = {}
+    for spec in fields(ContainerState):
+        if spec.name not in data:
+            continue
+        value = data[spec.name]
+        kind: type = object if spec.default is MISSING or spec.default is None else type(spec.default)
+        accepted: tuple[type, ...] = (int, float) if kind is float else (kind,)
+        if (kind is not bool and isinstance(value, bool)) or not isinstance(value, accepted):
+            raise Damaged(f"state.json is damaged: {spec.name!r} is not a {kind.__name__}")
+        values[spec.name] = value
+    return ContainerState(**values)
 
 
 def pid_alive(pid: int) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pyengine.errors import Conflict, InvalidArchive, NotFound, PyEngineError, UsageError
+from pyengine.errors import Conflict, Damaged, InvalidArchive, NoSpace, NotFound, PyEngineError, UsageError
 from pyengine.fsutil import make_dirs
 from pyengine.images import media
 from pyengine.images.reference import DIGEST_RE, Reference, looks_like_id, parse_reference
@@ -31,6 +31,8 @@ from pyengine.log import get_logger
 log = get_logger("pyengine.images")
 
 CHUNK = 1 << 20
+#: bytes the store keeps in reserve so that removals work on a full disk (see ``reserve_path``)
+RESERVE_BYTES = 1 << 20
 
 
 def sha256_hex(data: bytes) -> str:
@@ -48,18 +50,87 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temp name, fsync, rename, fsync the directory."""
     tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        if NoSpace.is_full(exc):
+            raise NoSpace(path.parent) from None
         raise
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _no_space(path: Path) -> Iterator[None]:
+    """Turn a full filesystem met in the block into NoSpace naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if NoSpace.is_full(exc):
+            raise NoSpace(path) from None
+        raise
+
+
+#: the fields of an image record and of a layer record, and the type each must have
+_IMAGE_RECORD: dict[str, type | tuple[type, ...]] = {
+    "id": str, "manifests": list, "layers": list, "diff_ids": list, "layer_sizes": list}
+_LAYER_RECORD: dict[str, type | tuple[type, ...]] = {
+    "chain_id": str, "diff_id": str, "size": int, "images": list}
+
+
+def _shape_problem(record: Any, shape: dict[str, type | tuple[type, ...]]) -> str:
+    """What makes ``record`` unusable as a record of ``shape``; "" when nothing does."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for key, kind in shape.items():
+        if not isinstance(record.get(key), kind):
+            return f"{key!r} is missing or not a {getattr(kind, '__name__', kind)}"
+    for key in ("id", "chain_id"):
+        if key in shape and not DIGEST_RE.match(record[key]):
+            return f"{key!r} is not a sha256 digest"
+    for key in ("manifests", "layers", "diff_ids", "images"):
+        if key in shape and not all(isinstance(item, str) for item in record[key]):
+            return f"{key!r} holds something other than digests"
+    if "indexes" in record and not isinstance(record["indexes"], dict):
+        return "'indexes' is not an object"
+    if "layer_blobs" in record and not isinstance(record["layer_blobs"], list):
+        return "'layer_blobs' is not a list"
+    return ""
+
+
+def _pid_of_temp(name: str) -> int:
+    """The pid a temp name carries (``ingest-<pid>-<uuid>``, ``.tmp-<name>-<pid>-<uuid>``), or 0."""
+    parts = name.split("-")
+    return int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else 0
+
+
+def _in_progress(path: Path) -> bool:
+    """True when the process that made the temp file ``path`` still runs (then it is not stale)."""
+    pid = _pid_of_temp(path.name)
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mounted_under(path: Path) -> bool:
+    prefix = str(path).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4].startswith(prefix) or line.split()[4] == str(path) for line in f)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -107,11 +178,14 @@ class HashingReader:
 
 @dataclass
 class Image:
-    """An image as the store knows it, and as ``inspect`` and the container engine see it."""
+    """An image as the store knows it, and as ``inspect`` and the container engine see it.
+
+    Its config blob is read on first use of ``image_config``, so that an image whose config is
+    damaged can still be named, untagged and removed; using its config raises Damaged.
+    """
 
     id: str
     config_digest: str
-    image_config: dict[str, Any]
     manifests: list[str]
     indexes: dict[str, str]
     layers: list[str]          # chain ids, bottom first
@@ -119,6 +193,16 @@ class Image:
     layer_sizes: list[int]
     created: str
     tags: list[str] = field(default_factory=list)
+    #: reads, checks and parses the config blob (Damaged when it cannot)
+    load_config: Callable[[], dict[str, Any]] | None = field(default=None, repr=False, compare=False)
+    _image_config: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def image_config(self) -> dict[str, Any]:
+        """The whole image config (the OCI/Docker image config JSON)."""
+        if self._image_config is None:
+            self._image_config = self.load_config() if self.load_config is not None else {}
+        return self._image_config
 
     @property
     def config(self) -> dict[str, Any]:
@@ -204,6 +288,7 @@ class ImageStore:
         self._ensure_dirs()
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX)
+        self._keep_reserve()
         self._held.depth = 1
         try:
             yield
@@ -236,12 +321,17 @@ class ImageStore:
             target = self.blob_path(expected_digest)
             if target.is_file():
                 return target
-        self._ensure_dirs()
+        try:
+            self._ensure_dirs()
+        except OSError as exc:
+            if NoSpace.is_full(exc):
+                raise NoSpace(self.data_root) from None
+            raise
         tmp = self.tmp_dir / f"ingest-{os.getpid()}-{uuid.uuid4().hex}"
         digest = hashlib.sha256()
         written = 0
         try:
-            with open(tmp, "wb") as f:
+            with _no_space(self.blob_dir.parent), open(tmp, "wb") as f:
                 while True:
                     chunk = stream.read(CHUNK)
                     if not chunk:
@@ -258,8 +348,9 @@ class ImageStore:
                 raise InvalidArchive(f"blob {actual} has {written} bytes, expected {size}")
             target = self.blob_path(actual)
             if not target.exists():
-                os.rename(tmp, target)
-                _fsync_dir(self.blob_dir)
+                with _no_space(self.blob_dir):
+                    os.rename(tmp, target)
+                    _fsync_dir(self.blob_dir)
                 self.new_blobs.add(actual)
             return target
         finally:
@@ -294,33 +385,95 @@ class ImageStore:
     def tags(self) -> dict[str, str]:
         return self._read_json(self.tags_path) or {}
 
-    def _write_tags(self, tags: dict[str, str]) -> None:
+    def _write_tags(self, tags: dict[str, str], freeing: bool = False) -> None:
         self._ensure_dirs()
-        write_atomic(self.tags_path, _dump(dict(sorted(tags.items()))))
+        data = _dump(dict(sorted(tags.items())))
+        if freeing:
+            self._write_freeing(self.tags_path, data)
+        else:
+            write_atomic(self.tags_path, data)
+
+    # -- room to remove on a full disk -----------------------------------------------------
+    @property
+    def reserve_path(self) -> Path:
+        """A file of RESERVE_BYTES kept in the data root: a removal on a full disk gives it back
+        to make room for the records it rewrites (tags, layer records) before space is freed."""
+        return self.root / ".reserve"
+
+    def _keep_reserve(self) -> None:
+        """Make the reserve when it is missing and there is room (at each lock; a stat when it is there)."""
+        if self.reserve_path.exists():
+            return
+        tmp = self.root / f".tmp-reserve-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, RESERVE_BYTES)
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.reserve_path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def _write_freeing(self, path: Path, data: bytes) -> None:
+        """``write_atomic`` for a removal: when the disk is full, give back the reserve and retry."""
+        try:
+            write_atomic(path, data)
+        except NoSpace:
+            try:
+                os.unlink(self.reserve_path)
+            except FileNotFoundError:
+                raise NoSpace(path.parent) from None
+            log.warning("store.reserve_used", path=str(path))
+            write_atomic(path, data)
 
     def image_records(self) -> dict[str, dict[str, Any]]:
-        if not self.image_dir.is_dir():
-            return {}
-        out = {}
-        for path in self.image_dir.iterdir():
-            if path.name.startswith(".") or not path.name.endswith(".json"):
-                continue
-            record = self._read_json(path)
-            if record:
-                out[record["id"]] = record
-        return out
+        """Every valid image record by image ID; a damaged one is left out with a warning
+        (``damaged_records`` lists them, ``system check`` reports them)."""
+        return self._records(self.image_dir, "id", _IMAGE_RECORD)
 
     def layer_records(self) -> dict[str, dict[str, Any]]:
-        if not self.layer_dir.is_dir():
-            return {}
-        out = {}
-        for path in self.layer_dir.iterdir():
+        """Every valid layer record by chain ID; a damaged one is left out with a warning."""
+        return self._records(self.layer_dir, "chain_id", _LAYER_RECORD)
+
+    def _records(self, directory: Path, key: str, shape: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for path, record, problem in self._scan_records(directory, key, shape):
+            if problem:
+                log.warning("store.record_damaged", path=str(path), reason=problem)
+            else:
+                out[record[key]] = record
+        return out
+
+    def _scan_records(self, directory: Path, key: str, shape: dict[str, type | tuple[type, ...]]
+                      ) -> list[tuple[Path, Any, str]]:
+        """(path, record, what is wrong with it or "") for every record file in ``directory``."""
+        if not directory.is_dir():
+            return []
+        out = []
+        for path in sorted(directory.iterdir()):
             if path.name.startswith(".") or not path.name.endswith(".json"):
                 continue
-            record = self._read_json(path)
-            if record:
-                out[record["chain_id"]] = record
+            try:
+                record = json.loads(path.read_bytes())
+            except FileNotFoundError:  # removed meanwhile
+                continue
+            except (OSError, ValueError) as exc:
+                out.append((path, None, f"not valid JSON ({exc})"))
+                continue
+            problem = _shape_problem(record, shape)
+            if not problem and f"{record[key][len('sha256:'):]}.json" != path.name:
+                problem = f"its {key} {record[key]} does not match its file name"
+            out.append((path, record, problem))
         return out
+
+    def damaged_records(self) -> list[tuple[Path, str]]:
+        """Image and layer record files that cannot be used, and why."""
+        return [(path, problem)
+                for directory, key, shape in ((self.image_dir, "id", _IMAGE_RECORD),
+                                              (self.layer_dir, "chain_id", _LAYER_RECORD))
+                for path, _, problem in self._scan_records(directory, key, shape) if problem]
 
     def _layer_path(self, chain_id: str) -> Path:
         return self.layer_dir / f"{chain_id[len('sha256:'):]}.json"
@@ -331,8 +484,8 @@ class ImageStore:
     def _image(self, record: dict[str, Any], tags: dict[str, str] | None = None) -> Image:
         tags = self.tags() if tags is None else tags
         digests = set(record["manifests"]) | set(record.get("indexes", {}))
-        return Image(id=record["id"], config_digest=record["id"],
-                     image_config=json.loads(self.read_blob(record["id"])),
+        image_id = record["id"]
+        return Image(id=image_id, config_digest=image_id, load_config=lambda: self._image_config(image_id),
                      manifests=record["manifests"], indexes=record.get("indexes", {}),
                      layers=record["layers"], diff_ids=record["diff_ids"],
                      layer_sizes=record["layer_sizes"], created=record.get("created", ""),
@@ -347,10 +500,45 @@ class ImageStore:
             refs.update(record.get("layer_blobs", []))
         return refs
 
+    def _image_config(self, image_id: str) -> dict[str, Any]:
+        """The image's config blob, checked against its digest and parsed; Damaged if it is
+        missing, corrupt or not a config."""
+        damaged = (f"image {image_id[len('sha256:'):][:12]} is damaged: its config blob {image_id} "
+                   "is {}; run `pyengine system check --repair` and pull or load it again")
+        try:
+            data = self.blob_path(image_id).read_bytes()
+        except FileNotFoundError:
+            raise Damaged(damaged.format("missing")) from None
+        except OSError as exc:
+            raise Damaged(damaged.format(f"unreadable ({exc.strerror})")) from None
+        if "sha256:" + sha256_hex(data) != image_id:
+            raise Damaged(damaged.format("corrupt (its content does not match its digest)"))
+        try:
+            config = json.loads(data)
+        except ValueError:
+            raise Damaged(damaged.format("not valid JSON")) from None
+        if not isinstance(config, dict) or not isinstance(config.get("config") or {}, dict):
+            raise Damaged(damaged.format("not an image config"))
+        return config
+
     # -- lookups ---------------------------------------------------------------------------
-    def images(self) -> list[Image]:
+    def images(self, include_damaged: bool = False) -> list[Image]:
+        """Every image of the store; a damaged one (its config unusable) is left out with a
+        warning on stderr, unless ``include_damaged`` (for removal)."""
         tags = self.tags()
-        return [self._image(r, tags) for r in self.image_records().values()]
+        out = []
+        for record in self.image_records().values():
+            image = self._image(record, tags)
+            if include_damaged:
+                out.append(image)
+                continue
+            try:
+                image.image_config  # noqa: B018 - read now: a damaged one is not listed
+            except Damaged as exc:
+                log.warning("image.damaged", image=record["id"], reason=str(exc))
+                continue
+            out.append(image)
+        return out
 
     def _image_for_digest(self, digest: str, records: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
         for record in records.values():
@@ -443,7 +631,7 @@ class ImageStore:
             if not self.has_blob(layer["digest"]):
                 raise NotFound(f"layer blob {layer['digest']} is not in the store")
         chains = chain_ids(diff_ids)
-        with self.lock():
+        with self.lock(), _no_space(self.data_root):
             layer_sizes = self._apply_layers(layers, diff_ids, chains, on_layer)
             record = self._read_json(self._image_path(config_digest)) or {
                 "id": config_digest, "manifests": [], "indexes": {}, "layers": chains, "diff_ids": diff_ids,
@@ -556,7 +744,7 @@ class ImageStore:
             tags = self.tags()
             if tags.pop(name, None) is None:
                 return []
-            self._write_tags(tags)
+            self._write_tags(tags, freeing=True)
             log.info("image.untagged", ref=name)
             self.record_event("untag", name, parse_reference(name).familiar())
             return [("Untagged", parse_reference(name).familiar())]
@@ -600,10 +788,10 @@ class ImageStore:
         if images:
             if images != record["images"]:
                 record["images"] = images
-                write_atomic(path, _dump(record))
+                self._write_freeing(path, _dump(record))
             return
         record["images"] = []
-        write_atomic(path, _dump(record))
+        self._write_freeing(path, _dump(record))
         layer_id = chain[len("sha256:"):]
         # The driver layer goes before its record: a crash in between leaves a record that
         # `system check` sees is missing in the driver, never an orphan layer nobody knows of.
@@ -623,13 +811,13 @@ class ImageStore:
             tags = self.tags()
             used = set(self.images_in_use()) | set(extra_in_use or ())
             out: list[tuple[str, str]] = []
-            for image in self.images():
+            for image in self.images(include_damaged=True):
                 if image.id in used or (image.tags and not all_images):
                     continue
                 for t in image.tags:
                     tags.pop(t, None)
                     out.append(("Untagged", parse_reference(t).familiar()))
-                self._write_tags(tags)
+                self._write_tags(tags, freeing=True)
                 out.extend(self._delete_image(image.id))
             self._collect_orphan_blobs()
             after = self.disk_usage()["images_size"]
@@ -677,18 +865,30 @@ class ImageStore:
         with self.lock():
             problems: list[str] = []
             bad_blobs: set[str] = set()
-            if self.tmp_dir.is_dir():
-                for path in self.tmp_dir.iterdir():
-                    problems.append(f"stale temporary file {path}")
-                    if repair:
-                        path.unlink()
+            temps = sorted(self.tmp_dir.iterdir()) if self.tmp_dir.is_dir() else []
+            for directory in (self.root, self.image_dir, self.layer_dir):
+                if directory.is_dir():
+                    temps += sorted(p for p in directory.iterdir() if p.name.startswith(".tmp-"))
+            for path in temps:
+                if _in_progress(path):
+                    continue  # an ingest or write running now
+                problems.append(f"stale temporary file {path}")
+                if repair:
+                    path.unlink(missing_ok=True)
+            for path, problem in self.damaged_records():
+                problems.append(f"record {path} is damaged: {problem}")
+                if repair:
+                    path.unlink(missing_ok=True)
+                    log.warning("repair.record_removed", path=str(path))
             if self.blob_dir.is_dir():
                 for path in sorted(self.blob_dir.iterdir()):
                     digest = "sha256:" + path.name
                     if path.name.startswith(".tmp-"):
+                        if _in_progress(path):
+                            continue
                         problems.append(f"stale temporary file {path}")
                         if repair:
-                            path.unlink()
+                            path.unlink(missing_ok=True)
                         continue
                     if not DIGEST_RE.match(digest):
                         problems.append(f"unexpected file in the blob store: {path}")
@@ -702,6 +902,12 @@ class ImageStore:
                         problems.append(f"blob {digest} is corrupt (content hashes to sha256:{h.hexdigest()})")
                         bad_blobs.add(digest)
             storage = self.storage
+            leftovers = getattr(storage, "temp_leftovers", None)
+            for path in leftovers() if leftovers is not None else []:
+                # The caller holds the container store's lock too: no layer is being made.
+                problems.append(f"stale temporary entry of the storage driver: {path}")
+                if repair:
+                    _remove_leftover(path)
             layers = self.layer_records()
             bad_layers: set[str] = set()
             for chain, record in layers.items():
@@ -752,7 +958,7 @@ class ImageStore:
             digests = set(records[image_id]["manifests"]) | set(records[image_id].get("indexes", {}))
             for ref in [r for r, d in tags.items() if d in digests]:
                 tags.pop(ref)
-        self._write_tags(tags)
+        self._write_tags(tags, freeing=True)
         for image_id in bad_images:
             self._image_path(image_id).unlink()
             log.warning("repair.image_removed", image=image_id)
@@ -776,11 +982,25 @@ class ImageStore:
             if holders != record["images"] or not holders:
                 if not holders:
                     record["images"] = []
-                    write_atomic(self._layer_path(chain), _dump(record))
+                    self._write_freeing(self._layer_path(chain), _dump(record))
                     self._drop_layer_ref(chain, None)
                 else:
                     record["images"] = holders
-                    write_atomic(self._layer_path(chain), _dump(record))
+                    self._write_freeing(self._layer_path(chain), _dump(record))
+
+
+def _remove_leftover(path: Path) -> None:
+    """Remove a driver's leftover entry, never through a mount point below it."""
+    import shutil
+
+    if _mounted_under(path):
+        log.warning("repair.leftover_mounted", path=str(path))
+        return
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    log.warning("repair.leftover_removed", path=str(path))
 
 
 def _depth(chain: str, layers: dict[str, dict[str, Any]]) -> int:

@@ -11,6 +11,7 @@ mounted by a container's monitor is seen as in use by every other process.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import json
@@ -25,7 +26,7 @@ from typing import BinaryIO
 
 from pyengine.drivers import DriverContext
 from pyengine.drivers.counts import MountCounts
-from pyengine.errors import Conflict, DriverError, DriverNotSupported, NotFound
+from pyengine.errors import Conflict, DriverError, DriverNotSupported, NoSpace, NotFound
 from pyengine.fsutil import PRIVATE_MODE, make_dirs, secure_root, write_json_atomic
 from pyengine.log import get_logger
 
@@ -184,21 +185,30 @@ class OverlayDriver:
         make_dirs(self.root / "l")
         tmp = self.root / f".tmp-{layer_id}"
         shutil.rmtree(tmp, ignore_errors=True)
-        make_dirs(tmp)
-        (tmp / "diff").mkdir(mode=0o755)
-        (tmp / "work").mkdir(mode=0o700)
-        (tmp / "merged").mkdir(mode=0o700)
         short = os.urandom(13).hex().upper()[:26]
-        (tmp / "link").write_text(short)
-        os.symlink(f"../{layer_id}/diff", self.root / "l" / short)
-        if parent is not None:
-            (tmp / "parent").write_text(parent)
-            parent_link = self._read(parent, "link")
-            chain = [f"l/{parent_link}"] + self._lowers(parent)
-            (tmp / "lower").write_text(":".join(chain))
-        if read_write:
-            (tmp / "rw").write_text("")
-        os.rename(tmp, path)
+        try:
+            make_dirs(tmp)
+            (tmp / "diff").mkdir(mode=0o755)
+            (tmp / "work").mkdir(mode=0o700)
+            (tmp / "merged").mkdir(mode=0o700)
+            (tmp / "link").write_text(short)
+            os.symlink(f"../{layer_id}/diff", self.root / "l" / short)
+            if parent is not None:
+                (tmp / "parent").write_text(parent)
+                parent_link = self._read(parent, "link")
+                chain = [f"l/{parent_link}"] + self._lowers(parent)
+                (tmp / "lower").write_text(":".join(chain))
+            if read_write:
+                (tmp / "rw").write_text("")
+            os.rename(tmp, path)
+        except BaseException as exc:
+            # A full disk (or a kill) midway leaves nothing: no `.tmp-` dir, no dangling link.
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.root / "l" / short)
+            if NoSpace.is_full(exc):
+                raise NoSpace(self.root) from None
+            raise
         log.debug("layer.created", layer=layer_id, parent=parent)
 
     def _children(self, layer_id: str) -> list[str]:
@@ -347,3 +357,15 @@ class OverlayDriver:
 
     def cleanup(self) -> None:
         pass
+
+    def temp_leftovers(self) -> list[Path]:
+        """What an interrupted create or remove left (``.tmp-<id>``, ``.rm-<id>``) and short
+        links to no layer; ``system check`` reports them and ``--repair`` removes them, while
+        it holds the locks under which layers are made and removed."""
+        if not self.root.is_dir():
+            return []
+        found = [p for p in self.root.iterdir() if p.name.startswith((".tmp-", ".rm-"))]
+        links = self.root / "l"
+        if links.is_dir():
+            found += [p for p in links.iterdir() if p.is_symlink() and not p.exists()]
+        return sorted(found)

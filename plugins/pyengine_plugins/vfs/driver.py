@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from pyengine.drivers import DriverContext
 from pyengine.drivers.counts import MountCounts
-from pyengine.errors import Conflict, DriverError, NotFound
+from pyengine.errors import Conflict, DriverError, NoSpace, NotFound
 from pyengine.fsutil import PRIVATE_MODE, make_dirs, secure_root
 from pyengine.log import get_logger
 
@@ -49,7 +50,12 @@ class VfsDriver:
         if tmp.exists():
             shutil.rmtree(tmp)
         if parent is None:
-            tmp.mkdir(mode=0o755)
+            try:
+                tmp.mkdir(mode=0o755)
+            except OSError as exc:
+                if NoSpace.is_full(exc):
+                    raise NoSpace(self.dirs) from None
+                raise
         else:
             source = self._path(parent)
             if not source.is_dir():
@@ -60,12 +66,25 @@ class VfsDriver:
                                     capture_output=True, text=True)
             if result.returncode != 0:
                 shutil.rmtree(tmp, ignore_errors=True)
+                if "No space left on device" in result.stderr or "Disk quota exceeded" in result.stderr:
+                    raise NoSpace(self.dirs)
                 raise DriverError(f"copying layer {parent}: {result.stderr.strip()}")
-        os.rename(tmp, target)
-        # After the rename: a crash in between leaves a layer without a record (harmless: a
-        # vfs layer is a full copy) rather than a record without a layer.
-        make_dirs(self.parents)
-        (self.parents / layer_id).write_text(parent or "")
+        try:
+            os.rename(tmp, target)
+            # After the rename: a crash in between leaves a layer without a record (harmless:
+            # a vfs layer is a full copy) rather than a record without a layer.
+            make_dirs(self.parents)
+            (self.parents / layer_id).write_text(parent or "")
+        except BaseException as exc:
+            # A full disk midway leaves nothing half made: not the copy, not an empty record.
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                (self.parents / layer_id).unlink()
+            if target.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+            if NoSpace.is_full(exc):
+                raise NoSpace(self.dirs) from None
+            raise
         log.debug("layer.created", layer=layer_id, parent=parent)
 
     def _children(self, layer_id: str) -> list[str]:
@@ -125,6 +144,13 @@ class VfsDriver:
 
     def cleanup(self) -> None:
         pass
+
+    def temp_leftovers(self) -> list[Path]:
+        """What an interrupted create or remove left (``.tmp-<id>``, ``.rm-<id>``);
+        ``system check`` reports them and ``--repair`` removes them."""
+        if not self.dirs.is_dir():
+            return []
+        return sorted(p for p in self.dirs.iterdir() if p.name.startswith((".tmp-", ".rm-")))
 
     # -- the diff side: the core's naive diff over full copies ------------------------------
     def _parent_path(self, parent: str | None) -> Path | None:
