@@ -301,7 +301,7 @@ class LocalVolumes:
         from pyengine.containers.volumes import VolumeStore
 
         self.engine = engine
-        self.store = VolumeStore(engine.config.data_root)
+        self.store = VolumeStore(engine.config.data_root, events_root=engine.config.run_root)
 
     def _users(self, name: str) -> list[str]:
         from pyengine.containers.engine import Containers
