@@ -23,7 +23,7 @@ def relay(sock: socket.socket, containers: Any, record: Any, interactive: bool, 
     import struct
 
     reader = attach.FrameReader()
-    selector = selectors.DefaultSelector()
+    selector = selectors.PollSelector()  # epoll refuses a regular file as stdin
     selector.register(sock, selectors.EVENT_READ, "sock")
     stdin_fd = sys.stdin.fileno() if interactive else None
     saved_tty = None
@@ -44,12 +44,7 @@ def relay(sock: socket.socket, containers: Any, record: Any, interactive: bool, 
         attach.send_frame(sock, attach.RESIZE, struct.pack(">HH", rows, cols))
 
     def proxy(signum: int, _frame: Any) -> None:
-        from pyengine.errors import NotFound
-
-        try:
-            pid = containers.store.load(record.id).state.pid
-        except NotFound:  # ended and removed (--rm): nothing left to signal
-            return
+        pid = containers.store.load(record.id).state.pid
         if pid:
             try:
                 os.kill(pid, signum)
@@ -116,7 +111,7 @@ def relay_pty(process: Any, interactive: bool) -> int:
         process.resize(rows, cols)
     except OSError:
         pass
-    selector = selectors.DefaultSelector()
+    selector = selectors.PollSelector()  # epoll refuses a regular file as stdin
     selector.register(master, selectors.EVENT_READ, "pty")
     if interactive:
         selector.register(stdin_fd, selectors.EVENT_READ, "stdin")
@@ -146,4 +141,5 @@ def relay_pty(process: Any, interactive: bool) -> int:
         if saved is not None:
             termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved)
         os.close(master)
+        process.tty_master = None
     return process.wait()

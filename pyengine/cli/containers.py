@@ -251,10 +251,7 @@ def run(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> None
             containers.start(container_id)
         except BaseException:
             if host["AutoRemove"]:
-                try:
-                    containers.remove(container_id, force=True)
-                except NotFound:  # its monitor was quicker: the start's own error stands
-                    pass
+                containers.remove(container_id, force=True)
             raise
         click.echo(container_id)
         return
@@ -708,28 +705,33 @@ def volume_prune(state: CliState, force: bool) -> None:
 def exec_(state: CliState, container: str, command: tuple[str, ...], detach: bool, interactive: bool, tty: bool,
           user: str | None, env: tuple[str, ...], workdir: str | None, privileged: bool) -> None:
     """Run a command in a running container; exit with its exit code."""
-    from pyengine.containers.spec import exec_spec
-    from pyengine.runtime.launch import exec_in
+    from pyengine.containers.exec import relay
 
     engine = _containers(state)
-    record = engine.get(container)
-    if record.state.status != "running" or not record.state.pid:
-        raise UsageError(f"container {record.name} is not running")
-    spec = exec_spec(record, list(command), user=user, env=_env(env, ()), workdir=workdir, tty=tty,
-                     privileged=privileged)
-    stdin = sys.stdin.fileno() if interactive and not tty else None
+    # The process gets pipes (or a pty) of the engine's, never this command's own stdio: a
+    # container must not read back, seek or truncate the file a user redirected us to.
+    session = engine.exec(container, list(command), user=user, env=_env(env, ()), workdir=workdir, tty=tty,
+                          privileged=privileged, interactive=interactive, detach=detach,
+                          console_size=_terminal_size() if tty else None)
     if detach:
-        devnull = os.open(os.devnull, os.O_RDWR)
-        exec_in(record.state.pid, spec, devnull, devnull, devnull, engine.isolators(), record.id)
+        session.close()
         return
-    process = exec_in(record.state.pid, spec, stdin, None if tty else sys.stdout.fileno(),
-                      None if tty else sys.stderr.fileno(), engine.isolators(), record.id)
     if tty:
         from pyengine.cli.attach_client import relay_pty
 
-        code = relay_pty(process, interactive)
+        code = relay_pty(session, interactive)
     else:
-        code = process.wait()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        code = relay(session, sys.stdin.fileno() if interactive else None, sys.stdout.fileno(), sys.stderr.fileno())
     state.close()
     sys.stdout.flush()
     os._exit(code)
+
+
+def _terminal_size() -> tuple[int, int] | None:
+    try:
+        cols, rows = os.get_terminal_size(sys.stdout.fileno())
+    except OSError:
+        return None
+    return rows, cols

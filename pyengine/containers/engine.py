@@ -136,14 +136,7 @@ class Containers:
             error = PyEngineError(text or "the container failed to start")
             error.exit_code = int(code) if code.isdigit() else 125
             raise error
-        try:
-            return self.store.load(container_id)
-        except NotFound:
-            # A short command of a --rm container can end, and its monitor remove it, before
-            # this reads the record again: the start worked all the same.
-            record.state.status, record.state.pid = "exited", 0
-            record.state.exit_code = self._removed_exit_code(container_id, 0)
-            return record
+        return self.store.load(container_id)
 
     def warm_isolators(self) -> None:
         """Let isolators start slow kernel work a launch will wait for (cgroup v1's lock) now,
@@ -255,11 +248,8 @@ class Containers:
     def list(self, all_: bool = False) -> list[ContainerRecord]:
         records = []
         for record in self.store.list():
-            try:
-                with self.store.container_lock(record.id):
-                    record = self.reconcile(self.store.load(record.id))
-            except NotFound:  # removed since the store listed it (a --rm container's monitor)
-                continue
+            with self.store.container_lock(record.id):
+                record = self.reconcile(self.store.load(record.id))
             if all_ or record.state.running:
                 records.append(record)
         return records
@@ -280,6 +270,22 @@ class Containers:
         if number == signals.SIGKILL:
             self._wait_stopped(record.id, 30)  # as dockerd: a SIGKILL'd container is gone on return
         return record
+
+    def exec(self, ref: str, cmd: list[str], *, user: str | None = None, env: list[str] | tuple[str, ...] = (),
+             workdir: str | None = None, tty: bool = False, privileged: bool = False, interactive: bool = False,
+             detach: bool = False, console_size: tuple[int, int] | None = None,
+             exec_id: str | None = None) -> Any:
+        """Start ``cmd`` in the running container ``ref``; an ``ExecSession`` whose pipes (or
+        pty) the engine owns: the caller's descriptors never reach the container
+        (``pyengine.containers.exec.relay`` pumps them). Conflict when it is not running.
+
+        :param console_size: (rows, cols) of the pty, with ``tty``
+        :param exec_id: an ExecStore record to keep up to date (Running, Pid, ExitCode)
+        """
+        from pyengine.containers.exec import exec_container
+
+        return exec_container(self, ref, cmd, user=user, env=env, workdir=workdir, tty=tty, privileged=privileged,
+                              interactive=interactive, detach=detach, console_size=console_size, exec_id=exec_id)
 
     def _mark_stop(self, container_id: str) -> None:
         with self.store.container_lock(container_id):
@@ -347,15 +353,8 @@ class Containers:
         """
         if condition not in WAIT_CONDITIONS:
             raise UsageError(f"invalid condition: {condition!r}: use one of {', '.join(WAIT_CONDITIONS)}")
-        try:
-            container_id = self.store.resolve(ref)
-            first = baseline if baseline is not None else self.store.load(container_id).state
-        except NotFound:
-            # Removed already (a --rm container's monitor is quick): the exit code it left.
-            kept = self._exits_dir() / ref
-            if "/" in ref or not kept.is_file():
-                raise
-            return self._removed_exit_code(ref, 0)
+        container_id = self.store.resolve(ref)
+        first = baseline if baseline is not None else self.store.load(container_id).state
         code = first.exit_code
         while True:
             try:
@@ -431,6 +430,9 @@ class Containers:
             self.store.remove_record(container_id)
         if volumes:
             self._remove_anonymous_volumes(record)
+        from pyengine.containers.exec import ExecStore
+
+        ExecStore(self.engine.config.run_root).remove_container(container_id)
         self.emit(record, "destroy")
         return container_id
 
@@ -466,7 +468,7 @@ class Containers:
         if not anonymous:
             return
         in_use = {n for other in self.store.list() for n in volumes_used(other.host_config)}
-        store = VolumeStore(self.engine.config.data_root, events_root=self.engine.config.run_root)
+        store = VolumeStore(self.engine.config.data_root)
         for name in anonymous:
             if name in in_use:
                 continue

@@ -1,5 +1,6 @@
 """The kernel seam: thin ctypes wrappers over the syscalls the launcher needs (unshare, setns,
-mount, umount2, pivot_root, mknod, prctl, capget/capset, sethostname) and libseccomp.
+mount, umount2, pivot_root, mknod, prctl, capget/capset, sethostname, dumpability, sealed
+memfds, execveat) and libseccomp.
 
 Each wrapper raises OSError with the kernel's errno, so callers above it can be tested with a
 fake seam; nothing here decides policy. x86_64 syscall numbers; Python 3.11 has no os.unshare.
@@ -62,6 +63,8 @@ MNT_DETACH = 2
 
 # prctl(2)
 PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
+PR_SET_DUMPABLE = 4
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
@@ -132,6 +135,8 @@ def sethostname(name: str) -> None:
 
 
 _SYS_BPF = 321  # x86_64
+_SYS_EXECVEAT = 322  # x86_64
+AT_EMPTY_PATH = 0x1000
 
 
 def bpf(cmd: int, attr: bytes) -> int:
@@ -143,6 +148,76 @@ def bpf(cmd: int, attr: bytes) -> int:
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3),
                               ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)), "prctl")
+
+
+def get_dumpable() -> bool:
+    return prctl(PR_GET_DUMPABLE) == 1
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """A non-dumpable process's /proc/<pid> files (exe, fd, mem, environ...) are root's, and
+    only a holder of CAP_SYS_PTRACE over it may open them. execve of a readable, non-setuid
+    file makes a process dumpable again."""
+    prctl(PR_SET_DUMPABLE, 1 if dumpable else 0)
+
+
+#: memfd_create(2) flags; MFD_EXEC (Linux 6.3) asks for an executable memfd where the
+#: vm.memfd_noexec sysctl would otherwise make new memfds non-executable
+MFD_CLOEXEC = 0x1
+MFD_ALLOW_SEALING = 0x2
+MFD_EXEC = 0x10
+#: fcntl(2) file seals (linux/fcntl.h)
+F_ADD_SEALS = 1033
+F_GET_SEALS = 1034
+F_SEAL_SEAL = 0x1
+F_SEAL_SHRINK = 0x2
+F_SEAL_GROW = 0x4
+F_SEAL_WRITE = 0x8
+
+
+def sealed_copy(path: str, name: str) -> int:
+    """A close-on-exec memfd holding a copy of the file at ``path``, sealed against every
+    change (shrink, grow, write, further seals): a process exec'd from it has no host file
+    behind its /proc/<pid>/exe, and nobody can alter the copy. Its descriptor."""
+    import fcntl
+
+    try:
+        fd = os.memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # a kernel before 6.3 does not know MFD_EXEC
+            raise
+        fd = os.memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING)
+    try:
+        source = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = os.fstat(source).st_size
+            offset = 0
+            while offset < size:
+                sent = os.sendfile(fd, source, offset, size - offset)
+                if sent == 0:
+                    raise OSError(errno.EIO, f"{path} shrank while it was copied", path)
+                offset += sent
+        finally:
+            os.close(source)
+        fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def execveat(fd: int, argv: list[str], env: dict[str, str], path: str = "", flags: int = AT_EMPTY_PATH) -> None:
+    """execveat(2): with the default empty ``path`` and AT_EMPTY_PATH, execute the file open
+    at ``fd`` (a memfd, say) without any path to it. Returns only by raising OSError."""
+    def strings(values: list[str]) -> Any:
+        array = (ctypes.c_char_p * (len(values) + 1))()
+        array[:-1] = [v.encode() for v in values]
+        array[-1] = None
+        return array
+
+    envp = strings([f"{key}={value}" for key, value in env.items()])
+    _check(_syscall(ctypes.c_long(_SYS_EXECVEAT), ctypes.c_int(fd), _b(path), strings(argv), envp,
+                    ctypes.c_int(flags)), "execveat", path or None)
 
 
 def last_cap() -> int:
