@@ -154,8 +154,11 @@ class Builder:
 
         build_args = BuildArgs(self.options.build_args, self.dockerfile.global_args,
                                escape=self.dockerfile.escape)
+        if "SOURCE_DATE_EPOCH" in build_args.given:
+            build_args.consumed.add("SOURCE_DATE_EPOCH")  # the builder's own, as in BuildKit
         if self.epoch is None:
-            self.epoch = layers.source_date_epoch(environ={}, build_args=build_args.given)
+            # a build-arg first (BuildKit's way), else the environment of the building process
+            self.epoch = layers.source_date_epoch(build_args=build_args.given)
         self.build_args = build_args
         self.plan = plan(self.dockerfile, self.options.target, build_args)
         number = 0
