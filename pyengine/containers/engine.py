@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyengine.containers.store import DAMAGED, ContainerRecord, ContainerState, ContainerStore, now_iso, pid_alive
 from pyengine.errors import Conflict, NoSpace, NotFound, PyEngineError, UsageError
+from pyengine.fsutil import make_dirs
 from pyengine.log import get_logger
 
 if TYPE_CHECKING:
@@ -482,7 +483,7 @@ class Containers:
         racing with ``--rm`` (Docker reports it to ``run --rm``)."""
         exits = self._exits_dir()
         try:
-            exits.mkdir(parents=True, exist_ok=True)
+            make_dirs(exits)  # under the run root: root's only, as everything there
             now = time.time()
             for old in exits.iterdir():
                 if now - old.stat().st_mtime > 60:
