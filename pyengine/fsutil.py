@@ -55,7 +55,7 @@ def secure_root(path: Path, mode: int) -> None:
         except OSError as exc:  # not its owner: this process cannot use the root either
             log.warning("root.too_open", path=key, mode=oct(perms), reason=exc.strerror)
             return
-        log.info("root.tightened", path=key, mode=oct(perms & mode), was=oct(perms))
+        log.debug("root.tightened", path=key, mode=oct(perms & mode), was=oct(perms))
 
 
 def secure_roots(data_root: Path, run_root: Path) -> None:

@@ -349,6 +349,22 @@ def test_read_only_container_cannot_write_its_etc_files(suid_engine: EngineEnv) 
 
 
 # -- 10. io_uring --------------------------------------------------------------------------
+def test_host_network_container_writes_copies_not_the_hosts_etc_files(suid_engine: EngineEnv) -> None:
+    """With --network host a container gets copies of the host's hosts and resolv.conf, as in
+    Docker: writing them inside must not change the host's name resolution."""
+    before = {name: Path("/etc", name).read_bytes() for name in ("hosts", "resolv.conf")}
+    try:
+        result = suid_engine.run("run", "--rm", "--network", "host", "suid", "sh", "-c",
+                                 "echo 10.9.9.9 pyengine-probe >> /etc/hosts && echo nameserver 10.9.9.9 "
+                                 ">> /etc/resolv.conf && grep -c pyengine-probe /etc/hosts", check=True)
+        assert result.stdout.strip() == "1"
+        assert {name: Path("/etc", name).read_bytes() for name in before} == before
+    finally:
+        for name, content in before.items():
+            if Path("/etc", name).read_bytes() != content:
+                Path("/etc", name).write_bytes(content)
+
+
 def test_io_uring_is_refused_inside_a_container(suid_engine: EngineEnv) -> None:
     refused = suid_engine.run("run", "--rm", "suid", "/bin/probe", "uring", check=True)
     assert refused.stdout.split() == ["io_uring_setup", str(errno.EPERM), "io_uring_enter", str(errno.EPERM),

@@ -302,12 +302,21 @@ def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path,
 def _etc_files(record: ContainerRecord, container_dir: Path, hostname: str, network_mode: str,
                shared_dir: Path | None = None, *, read_only: bool = False) -> list[dict[str, Any]]:
     """/etc/hostname, /etc/hosts and /etc/resolv.conf for the container, bind-mounted from its
-    directory as Docker does (the host's own files with the host network, the other
+    directory as Docker does (copies of the host's own files with the host network, the other
     container's with ``container:``), read-only with ``--read-only`` as Docker's. On a bridge
     network the network side rewrites hosts and resolv.conf once the container has its
     addresses."""
     if network_mode == "host":
-        sources = {"hosts": Path("/etc/hosts"), "resolv.conf": Path("/etc/resolv.conf")}
+        # Copies, as Docker makes them: a bind of the host's own files would let the container
+        # rewrite the host's name resolution.
+        sources = {}
+        for name in ("hosts", "resolv.conf"):
+            try:
+                content = Path("/etc", name).read_bytes()
+            except OSError:
+                continue
+            (container_dir / name).write_bytes(content)
+            sources[name] = container_dir / name
     elif shared_dir is not None:
         sources = {"hosts": shared_dir / "hosts", "resolv.conf": shared_dir / "resolv.conf"}
     else:
