@@ -63,9 +63,11 @@ SETTINGS: dict[str, Setting] = {
 DRIVER_TABLES = ("storage", "network", "isolation", "registry")
 
 #: keys the core owns inside tables that otherwise hold driver sections
-CORE_TABLE_KEYS: dict[str, dict[str, type]] = {
+CORE_TABLE_KEYS: dict[str, dict[str, Any]] = {
     "plugins": {"disabled": list},
     "network": {"default": str},
+    # the image store; max-layer-size: bytes, or with a unit ("10g"); read by pyengine.images.store
+    "images": {"max-layer-size": str | int},
     # ``pyengine daemon``'s listeners and TLS (flags win); read by pyengine.api.server
     "daemon": {"hosts": list, "group": str, "tlsverify": bool, "tlscacert": str, "tlscert": str,
                "tlskey": str, "insecure-tcp": bool, "pidfile": str},
@@ -300,6 +302,9 @@ def _check_core_tables(config: Config) -> None:
                     raise config.error(f"plugins.{key}", "unknown key (allowed in [plugins]: disabled)")
             if not all(isinstance(v, str) for v in raw.get("disabled", [])):
                 raise config.error("plugins.disabled", "expected list of string")
+        if table == "images" and "max-layer-size" in raw and byte_size(raw["max-layer-size"]) is None:
+            raise config.error("images.max-layer-size", 'expected a size above 0: bytes, or with a unit k, m, g, t '
+                                                        '("10g")')
         if table == "daemon":
             for key in raw:
                 if key not in keys:
@@ -308,6 +313,25 @@ def _check_core_tables(config: Config) -> None:
                 if not isinstance(host, str) or not host.startswith(("unix://", "tcp://", "fd://")):
                     raise config.error("daemon.hosts", f"expected unix:///path, tcp://ADDR:PORT or fd://, "
                                                        f"got {host!r}")
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def byte_size(value: Any) -> int | None:
+    """A size from the file: an integer of bytes or "512m", "10g" (binary units, as Docker's
+    sizes, with an optional trailing "b"); None when it is not one, or not above 0."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    if not isinstance(value, str):
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)b?", value.strip().lower())
+    if match is None:
+        return None
+    size = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    return size if size > 0 else None
 
 
 def validate_tables(config: Config, sections: Mapping[str, tuple[type | None, bool]],

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 from pyengine.client import STDERR, STDOUT
-from pyengine.errors import UsageError
+from pyengine.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
     from pyengine.engine import Engine
@@ -52,9 +52,11 @@ class LocalContainers:
         except BaseException:
             theirs.close()
             ours.close()
-            record = self.containers.store.load(record.id)
-            if record.host_config.get("AutoRemove"):
-                self.containers.wait(record.id)
+            try:
+                if self.containers.store.load(record.id).host_config.get("AutoRemove"):
+                    self.containers.wait(record.id)
+            except NotFound:  # its monitor removed it already (--rm): the start's error stands
+                pass
             raise
         theirs.close()
         return relay(ours, self.containers, record, interactive=interactive, tty=tty)
@@ -299,7 +301,7 @@ class LocalVolumes:
         from pyengine.containers.volumes import VolumeStore
 
         self.engine = engine
-        self.store = VolumeStore(engine.config.data_root)
+        self.store = VolumeStore(engine.config.data_root, events_root=engine.config.run_root)
 
     def _users(self, name: str) -> list[str]:
         from pyengine.containers.engine import Containers

@@ -19,7 +19,7 @@ _ANONYMOUS = re.compile(r"^[0-9a-f]{64}$")
 
 
 def volume_store(engine: Any) -> VolumeStore:
-    return VolumeStore(engine.config.data_root)
+    return VolumeStore(engine.config.data_root, events_root=engine.config.run_root)
 
 
 def volume_users(engine: Any) -> dict[str, list[str]]:

@@ -312,7 +312,7 @@ def import_rootfs(store: ImageStore, stream: IO[bytes], ref: str | None, message
         with open(path, "rb", buffering=0) as blob:
             head = blob.read(4)
             blob.seek(0)
-            reader = HashingReader(open_layer(blob))
+            reader = HashingReader(open_layer(blob, max_size=store.max_layer_size, name=blob_digest))
             reader.drain()
         if reader.size == 0:
             raise InvalidArchive("the rootfs archive is empty")

@@ -250,10 +250,13 @@ class ImageStore:
     def for_engine(cls, engine: Any) -> ImageStore:
         store = cls(engine.config.data_root, lambda: engine.storage)
         store.events_root = engine.config.run_root
+        store.max_layer_size = max_layer_size(engine.config)
         return store
 
     #: the run root whose event journal records this store's image events (None: not recorded)
     events_root: Path | None = None
+    #: the most bytes a layer may decompress to (``[images] max-layer-size``; None: no limit)
+    max_layer_size: int | None = None
 
     def record_event(self, action: str, actor_id: str, name: str) -> None:
         """An image event (pull, push, tag, untag, delete, load, import, save) in the journal
@@ -685,7 +688,7 @@ class ImageStore:
                 created.append(layer_id)
                 # Unbuffered, so a decompressor that hands the fd to a subprocess sees the true offset.
                 with open(self.blob_path(layer["digest"]), "rb", buffering=0) as blob:
-                    reader = HashingReader(open_layer(blob))
+                    reader = HashingReader(open_layer(blob, max_size=self.max_layer_size, name=layer["digest"]))
                     storage.apply_diff(layer_id, parent, reader)
                     reader.drain()
                 if reader.digest != diff_id:
@@ -987,6 +990,14 @@ class ImageStore:
                 else:
                     record["images"] = holders
                     self._write_freeing(self._layer_path(chain), _dump(record))
+
+
+def max_layer_size(config: Any) -> int | None:
+    """``[images] max-layer-size`` in bytes (checked when the config was loaded); None: unset."""
+    from pyengine.config import byte_size
+
+    value = (config.table("images") or {}).get("max-layer-size")
+    return None if value is None else byte_size(value)
 
 
 def _remove_leftover(path: Path) -> None:

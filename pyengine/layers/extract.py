@@ -1,9 +1,10 @@
 """Applying a layer tar to a root filesystem directory, safely.
 
-Owns decompression (gzip, zstd, plain, detected by magic bytes) and extraction: whiteouts,
-hard and symbolic links, ownership, modes (setuid included), mtimes, xattrs, device nodes and
-fifos. Every path the extractor writes through is resolved *inside* the root, the way a
-process chrooted there would see it: an absolute symlink in the image (``/lib -> usr/lib``)
+Owns decompression (gzip, zstd, plain, detected by magic bytes), with an optional limit on the
+uncompressed size (a decompression bomb stops there), and extraction: whiteouts, hard and
+symbolic links, ownership, modes (setuid included), mtimes, xattrs, device nodes and fifos.
+Every path the extractor writes through is resolved *inside* the root, the way a process
+chrooted there would see it: an absolute symlink in the image (``/lib -> usr/lib``)
 is followed within the root, and nothing outside the root is ever created, changed or read.
 """
 
@@ -21,6 +22,10 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from pyengine.errors import InvalidArchive
+
+
+class LayerTooLarge(InvalidArchive):
+    """A layer decompresses to more than the configured limit (``[images] max-layer-size``)."""
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -67,6 +72,15 @@ class _ProcessStream:
     def readable(self) -> bool:
         return True
 
+    def abort(self) -> None:
+        """Stop decompressing now: the rest is not wanted (a size limit was passed)."""
+        self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        self.thread.join()
+
     def close(self) -> None:
         if self.proc.poll() is None and self.proc.stdout is not None:
             self.proc.stdout.read()
@@ -101,12 +115,56 @@ class _Prefixed:
         return True
 
 
-def open_layer(fileobj: BinaryIO) -> BinaryIO:
+class _SizeLimit:
+    """The uncompressed stream of a layer, refused as soon as it passes ``limit`` bytes."""
+
+    def __init__(self, stream: BinaryIO, limit: int, name: str) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.name = name
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        # Never more than one byte past the limit is asked for: a bomb is not inflated further.
+        wanted = self.limit + 1 - self.count if n < 0 else min(n, self.limit + 1 - self.count)
+        data = self.stream.read(max(wanted, 0))
+        self.count += len(data)
+        if self.count > self.limit:
+            abort = getattr(self.stream, "abort", None)
+            if abort is not None:
+                abort()
+            raise LayerTooLarge(f"layer {self.name} is larger than {format_size(self.limit)} uncompressed, "
+                                f"the limit of [images] max-layer-size")
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+def format_size(size: int) -> str:
+    """Bytes for a person: 67108864 -> "64 MiB" (binary units, as the limit's)."""
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def open_layer(fileobj: BinaryIO, *, max_size: int | None = None, name: str = "") -> BinaryIO:
     """The uncompressed tar stream of a layer that is gzip, zstd or plain tar.
 
     Decompression runs in a separate process (``gzip -dc``/``zstd -dc``) so that it uses the
     second core while this process parses the tar.
+
+    :param max_size: refuse the layer (LayerTooLarge, naming ``name`` and the limit) once more
+        than this many uncompressed bytes came out; None: no limit
     """
+    stream = _open_layer(fileobj)
+    return stream if max_size is None else _SizeLimit(stream, max_size, name or "of the image")  # type: ignore[return-value]
+
+
+def _open_layer(fileobj: BinaryIO) -> BinaryIO:
     head = b""
     while len(head) < 4:
         chunk = fileobj.read(4 - len(head))
