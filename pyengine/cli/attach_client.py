@@ -44,7 +44,12 @@ def relay(sock: socket.socket, containers: Any, record: Any, interactive: bool, 
         attach.send_frame(sock, attach.RESIZE, struct.pack(">HH", rows, cols))
 
     def proxy(signum: int, _frame: Any) -> None:
-        pid = containers.store.load(record.id).state.pid
+        from pyengine.errors import NotFound
+
+        try:
+            pid = containers.store.load(record.id).state.pid
+        except NotFound:  # ended and removed (--rm): nothing left to signal
+            return
         if pid:
             try:
                 os.kill(pid, signum)

@@ -251,7 +251,10 @@ def run(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> None
             containers.start(container_id)
         except BaseException:
             if host["AutoRemove"]:
-                containers.remove(container_id, force=True)
+                try:
+                    containers.remove(container_id, force=True)
+                except NotFound:  # its monitor was quicker: the start's own error stands
+                    pass
             raise
         click.echo(container_id)
         return

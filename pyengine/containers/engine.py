@@ -137,7 +137,14 @@ class Containers:
             error = PyEngineError(text or "the container failed to start")
             error.exit_code = int(code) if code.isdigit() else 125
             raise error
-        return self.store.load(container_id)
+        try:
+            return self.store.load(container_id)
+        except NotFound:
+            # A short command of a --rm container can end, and its monitor remove it, before
+            # this reads the record again: the start worked all the same.
+            record.state.status, record.state.pid = "exited", 0
+            record.state.exit_code = self._removed_exit_code(container_id, 0)
+            return record
 
     def warm_isolators(self) -> None:
         """Let isolators start slow kernel work a launch will wait for (cgroup v1's lock) now,
@@ -249,8 +256,11 @@ class Containers:
     def list(self, all_: bool = False) -> list[ContainerRecord]:
         records = []
         for record in self.store.list():
-            with self.store.container_lock(record.id):
-                record = self.reconcile(self.store.load(record.id))
+            try:
+                with self.store.container_lock(record.id):
+                    record = self.reconcile(self.store.load(record.id))
+            except NotFound:  # removed since the store listed it (a --rm container's monitor)
+                continue
             if all_ or record.state.running:
                 records.append(record)
         return records
@@ -354,8 +364,15 @@ class Containers:
         """
         if condition not in WAIT_CONDITIONS:
             raise UsageError(f"invalid condition: {condition!r}: use one of {', '.join(WAIT_CONDITIONS)}")
-        container_id = self.store.resolve(ref)
-        first = baseline if baseline is not None else self.store.load(container_id).state
+        try:
+            container_id = self.store.resolve(ref)
+            first = baseline if baseline is not None else self.store.load(container_id).state
+        except NotFound:
+            # Removed already (a --rm container's monitor is quick): the exit code it left.
+            kept = self._exits_dir() / ref
+            if "/" in ref or not kept.is_file():
+                raise
+            return self._removed_exit_code(ref, 0)
         code = first.exit_code
         while True:
             try:
