@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -185,3 +186,18 @@ def test_image_record_that_is_not_json_is_skipped_reported_and_repaired(engine: 
     assert not records[0].exists()
     # Nothing of the image is left in the driver either: its layer went with its record.
     assert os.listdir(layer_path(env, "")) in ([], ["l"]), os.listdir(layer_path(env, ""))
+
+
+def test_layer_of_a_lost_container_record_is_found_and_repaired(engine: EngineEnv) -> None:
+    env = engine
+    cid = env.run("create", "busybox", "true", check=True).stdout.strip()
+    # As a crash between making the layer and writing the record would leave it.
+    shutil.rmtree(env.data_root / "containers" / cid)
+    assert layer_path(env, cid).is_dir()
+    check = env.run("system", "check")
+    assert check.returncode == 1 and f"layer {cid} in the storage driver belongs to no image" in check.stdout, \
+        check.stdout + check.stderr
+    env.run("system", "check", "--repair", check=True)
+    assert not layer_path(env, cid).exists()
+    assert env.run("system", "check", check=True).stdout.strip() == "ok"
+    assert env.run("run", "--rm", "busybox", "echo", "ok", check=True).stdout.strip() == "ok"

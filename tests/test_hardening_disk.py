@@ -212,3 +212,18 @@ def test_system_check_reports_and_repair_removes_temp_leftovers(engine_env: Engi
     assert env.run("system", "check", check=True).stdout.strip() == "ok"
     assert env.run("start", "-a", cid).returncode == 0  # the container itself was left alone
     env.run("rm", "-f", cid, check=True)
+
+
+def test_start_on_a_full_data_root_is_one_line_and_leaves_nothing_mounted(small_disk: EngineEnv) -> None:
+    env = small_disk
+    env.run("create", "--name", "late", "busybox", "echo", "hi", check=True)
+    filler = env.data_root / "filler"
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)
+    assert free_bytes(env.data_root) < 512 * 1024
+    assert_no_space_line(env.run("start", "-a", "late"), env.data_root)
+    state = json.loads(env.run("inspect", "late", check=True).stdout)[0]["State"]
+    assert (state["Status"], state["ExitCode"]) == ("exited", 125), state
+    assert state["Error"].startswith("no space left on device: "), state
+    assert mounts_under(env.data_root) == [str(env.data_root)]
+    filler.unlink()
+    assert env.run("start", "-a", "late", check=True).stdout.strip() == "hi"

@@ -179,7 +179,7 @@ class Containers:
                               no_new_privileges=bool(self.engine.config["no-new-privileges"]))
             stdin, stdout, stderr = stdio if stdio else (None, None, None)
             return launch(record.id, spec, isolators, stdin=stdin, stdout=stdout, stderr=stderr)
-        except BaseException:
+        except BaseException as failure:
             self.engine.storage.put(record.layer_id)
             for isolator in isolators:
                 try:
@@ -187,6 +187,8 @@ class Containers:
                 except Exception as exc:
                     log.warning("isolator.release_failed", container=record.id, isolator=isolator.name,
                                 reason=str(exc))
+            if NoSpace.is_full(failure):  # its /etc files, its spec: one clear line for `start`
+                raise NoSpace(getattr(failure, "filename", None) or self.store.dir(record.id)) from None
             raise
 
     def oom_killed(self, record: ContainerRecord) -> bool:

@@ -162,6 +162,8 @@ class ContainerStore:
         tmp = self.root / f".tmp-{record.id}"
         try:
             os.mkdir(tmp, PRIVATE_MODE)
+            # The lock file too, so that taking the lock later creates nothing (a full disk).
+            os.close(os.open(tmp / ".lock", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
             write_json_atomic(tmp / "state.json", asdict(record.state))
             write_json_atomic(tmp / "config.json", record.as_config())
             os.rename(tmp, path)
@@ -243,7 +245,7 @@ class ContainerStore:
                 raise
             if not main.parent.is_dir():
                 raise NotFound(f"no such container: {container_id}") from None
-            log.warning("container.state_in_run_root", container=container_id, reason=exc.strerror)
+            log.info("container.state_in_run_root", container=container_id, reason=exc.strerror)
             try:
                 write_json_atomic(spare, asdict(state))
             except OSError as spare_exc:

@@ -912,6 +912,12 @@ class ImageStore:
                 if repair:
                     _remove_leftover(path)
             layers = self.layer_records()
+            orphans = self._orphan_layers(storage, layers)
+            for layer_id in orphans:
+                problems.append(f"layer {layer_id} in the storage driver belongs to no image and no container "
+                                "(an interrupted load, pull or create)")
+            if repair:
+                _remove_layers(storage, orphans)
             bad_layers: set[str] = set()
             for chain, record in layers.items():
                 if not storage.exists(chain[len("sha256:"):]):
@@ -953,6 +959,24 @@ class ImageStore:
                 self._repair(tags, bad_tags, bad_images, bad_layers, bad_blobs, records)
             return problems
 
+    def _orphan_layers(self, storage: Any, layers: dict[str, dict[str, Any]]) -> list[str]:
+        """Driver layers that no layer record and no container (its directory, valid or
+        damaged, names its layer) holds; [] when the driver cannot list its layers. The
+        caller holds both store locks, so no layer is being made meanwhile."""
+        list_layers = getattr(storage, "layer_ids", None)
+        if list_layers is None:
+            return []
+        held = {chain[len("sha256:"):] for chain in layers}
+        held |= {path.stem for path, _ in self.damaged_records() if path.parent == self.layer_dir}
+        containers = self.data_root / "containers"
+        for entry in containers.iterdir() if containers.is_dir() else []:
+            if entry.name.startswith("."):
+                continue
+            held.add(entry.name)
+            with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+                held.add(str(json.loads((entry / "config.json").read_bytes()).get("layer_id") or ""))
+        return [layer_id for layer_id in list_layers() if layer_id not in held]
+
     def _repair(self, tags: dict[str, str], bad_tags: list[str], bad_images: set[str], bad_layers: set[str],
                 bad_blobs: set[str], records: dict[str, dict[str, Any]]) -> None:
         for ref in bad_tags:
@@ -990,6 +1014,22 @@ class ImageStore:
                 else:
                     record["images"] = holders
                     self._write_freeing(self._layer_path(chain), _dump(record))
+
+
+def _remove_layers(storage: Any, layer_ids: list[str]) -> None:
+    """Remove driver layers nothing holds; one with children waits for them (a later pass)."""
+    pending = list(layer_ids)
+    for _ in range(len(pending)):
+        failed = []
+        for layer_id in pending:
+            try:
+                storage.remove(layer_id)
+                log.warning("repair.layer_removed", layer=layer_id)
+            except Conflict:
+                failed.append(layer_id)
+        if not failed or len(failed) == len(pending):
+            break
+        pending = failed
 
 
 def max_layer_size(config: Any) -> int | None:

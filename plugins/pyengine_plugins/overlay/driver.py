@@ -358,6 +358,13 @@ class OverlayDriver:
     def cleanup(self) -> None:
         pass
 
+    def layer_ids(self) -> list[str]:
+        """Every layer of the driver (``system check`` looks for ones nothing holds)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.name != "l" and not p.name.startswith(".") and (p / "diff").is_dir())
+
     def temp_leftovers(self) -> list[Path]:
         """What an interrupted create or remove left (``.tmp-<id>``, ``.rm-<id>``) and short
         links to no layer; ``system check`` reports them and ``--repair`` removes them, while

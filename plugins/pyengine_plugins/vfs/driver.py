@@ -145,6 +145,12 @@ class VfsDriver:
     def cleanup(self) -> None:
         pass
 
+    def layer_ids(self) -> list[str]:
+        """Every layer of the driver (``system check`` looks for ones nothing holds)."""
+        if not self.dirs.is_dir():
+            return []
+        return sorted(p.name for p in self.dirs.iterdir() if not p.name.startswith(".") and p.is_dir())
+
     def temp_leftovers(self) -> list[Path]:
         """What an interrupted create or remove left (``.tmp-<id>``, ``.rm-<id>``);
         ``system check`` reports them and ``--repair`` removes them."""
