@@ -330,6 +330,34 @@ def format_event(event: dict[str, Any]) -> str:
     return line
 
 
+def watch(journal: EventJournal, since_ns: int | None = None, until_ns: int | None = None,
+          event_filter: EventFilter | None = None) -> Iterator[dict[str, Any]]:
+    """``docker events`` in this process: the journal's events from ``since_ns`` to
+    ``until_ns`` (when either is given), then new ones as they are recorded, until
+    ``until_ns`` (without it, for as long as the caller iterates)."""
+    event_filter = event_filter or EventFilter()
+    now = time.time_ns()
+    # The follower first, so that nothing recorded between the replay and the follow is lost.
+    follower = journal.follower() if until_ns is None or until_ns > now else None
+    try:
+        if since_ns is not None or until_ns is not None:
+            yield from journal.read(since_ns, min(until_ns or now, now), event_filter)
+        if follower is None:
+            return
+        while until_ns is None or time.time_ns() <= until_ns:
+            for event in follower.poll():
+                if event["timeNano"] <= now and since_ns is not None:
+                    continue  # already replayed
+                if until_ns is not None and event["timeNano"] > until_ns:
+                    return
+                if event_filter.match(event):
+                    yield event
+            time.sleep(POLL_SECONDS)
+    finally:
+        if follower is not None:
+            follower.close()
+
+
 # -- the engine's journal --------------------------------------------------------------------
 _journals: dict[str, EventJournal] = {}
 

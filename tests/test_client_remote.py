@@ -5,7 +5,9 @@ line. The daemon is pyengine's own, on the test's roots; the docker CLI checks w
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ import registry_fixtures as rf
 from containers_support import busybox_rootfs_tar, remove_all_containers
 from daemon_support import start_daemon
 
-from conftest import EngineEnv, need_root
+from conftest import EngineEnv, need_root, need_tool
 
 
 @pytest.fixture
@@ -28,10 +30,12 @@ def daemon(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory):
     engine_env.env["PYENGINE_HOST"] = d.url
     try:
         yield d
-        remove_all_containers(engine_env.run)
     finally:
-        engine_env.env.pop("PYENGINE_HOST")
-        assert d.stop() == 0
+        try:
+            remove_all_containers(engine_env.run)  # a failed test's containers too
+        finally:
+            engine_env.env.pop("PYENGINE_HOST")
+            assert d.stop() == 0
 
 
 def one_line_error(result: subprocess.CompletedProcess, status: int) -> str:
@@ -149,6 +153,9 @@ def test_pull_and_push_through_the_daemon(engine_env: EngineEnv, tmp_path, tmp_p
             pushed = engine_env.run("push", "busybox", target, check=True).stdout
             assert f"The push refers to repository [{registry.host}/tests/box]" in pushed
             assert "v1: digest: sha256:" in pushed
+            found = engine_env.run("search", f"{registry.host}/box", check=True).stdout.splitlines()
+            assert found[0].split() == ["NAME", "DESCRIPTION", "STARS", "OFFICIAL"]
+            assert [line.split() for line in found[1:]] == [[f"{registry.host}/tests/box", "0"]], found
             engine_env.run("rmi", "busybox", check=True)
             pulled = engine_env.run("pull", target, check=True).stdout.splitlines()
             assert pulled[0] == "v1: Pulling from tests/box"
@@ -162,3 +169,262 @@ def test_pull_and_push_through_the_daemon(engine_env: EngineEnv, tmp_path, tmp_p
             assert d.stop() == 0
     finally:
         registry.stop()
+
+
+# -- the commands ported to the client layer: each through the daemon, checked on what it prints
+def _wait_for(check, what: str, timeout: float = 15):  # noqa: ANN001, ANN202 - a predicate
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_diff_cp_export_commit_through_the_daemon(engine_env: EngineEnv, daemon, tmp_path) -> None:
+    import tarfile
+
+    engine_env.run("run", "-d", "--name", "box", "busybox", "sh", "-c",
+                   "mkdir /data && echo x > /data/f && ln -s /data/f /link && echo changed > /etc/motd"
+                   " && touch /ready && exec sleep 300", check=True)
+    _wait_for(lambda: "A /ready" in engine_env.run("diff", "box").stdout, "the container's changes")
+    changes = engine_env.run("diff", "box", check=True).stdout.splitlines()
+    for line in ("A /data", "A /data/f", "A /link", "C /etc", "A /etc/motd"):
+        assert line in changes, changes
+    assert changes == daemon.docker("diff", "box", check=True).stdout.splitlines()
+
+    # cp out: a file, a directory, a symlink as itself and (-L) as its target, a tar to stdout
+    out = tmp_path / "out"
+    out.mkdir()
+    engine_env.run("cp", "box:/data/f", str(out / "copied.txt"), check=True)
+    assert (out / "copied.txt").read_text() == "x\n"
+    engine_env.run("cp", "box:/data", str(out), check=True)
+    assert (out / "data" / "f").read_text() == "x\n"
+    engine_env.run("cp", "box:/link", str(out / "as-link"), check=True)
+    assert (out / "as-link").is_symlink() and os.readlink(out / "as-link") == "/data/f"
+    engine_env.run("cp", "-L", "box:/link", str(out), check=True)
+    assert not (out / "link").is_symlink() and (out / "link").read_text() == "x\n"
+    streamed = subprocess.run([sys.executable, "-m", "pyengine", "cp", "box:/etc/motd", "-"], env=engine_env.env,
+                              capture_output=True, timeout=60, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(streamed)) as tar:
+        assert tar.getnames() == ["motd"] and tar.extractfile("motd").read() == b"changed\n"
+    missing = engine_env.run("cp", "box:/nosuch", str(out))
+    assert "Could not find the file /nosuch in container" in one_line_error(missing, 1)
+
+    # cp in: into a directory, onto a new name, and a tar from stdin; the docker CLI sees them
+    (tmp_path / "in.txt").write_text("from the host\n")
+    engine_env.run("cp", str(tmp_path / "in.txt"), "box:/data/", check=True)
+    engine_env.run("cp", str(tmp_path / "in.txt"), "box:/renamed.txt", check=True)
+    assert daemon.docker("exec", "box", "cat", "/data/in.txt", "/renamed.txt", check=True).stdout == \
+        "from the host\n" * 2
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo("piped.txt")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"piped\n"))
+    engine_env.run("cp", "-", "box:/data", input=buffer.getvalue(), check=True)
+    assert daemon.docker("exec", "box", "cat", "/data/piped.txt", check=True).stdout == "piped\n"
+    nowhere = engine_env.run("cp", str(tmp_path / "in.txt"), "box:/no/such/dir/")
+    assert "does not exist" in one_line_error(nowhere, 1)
+
+    # export: the whole filesystem as a tar
+    engine_env.run("export", "-o", str(tmp_path / "fs.tar"), "box", check=True)
+    with tarfile.open(tmp_path / "fs.tar") as tar:
+        names = set(tar.getnames())
+    assert {"data/f", "etc/motd", "bin/busybox", "renamed.txt"} <= names
+
+    # commit, with a change; the image is the daemon's and runs
+    image_id = engine_env.run("commit", "-c", 'CMD ["cat", "/data/f", "/data/in.txt"]', "-m", "snap", "box",
+                              "snap:1", check=True).stdout.strip()
+    assert image_id.startswith("sha256:") and len(image_id) == 71
+    assert "snap:1" in daemon.docker("images", "--format", "{{.Repository}}:{{.Tag}}", check=True).stdout
+    assert engine_env.run("run", "--rm", "snap:1", check=True).stdout == "x\nfrom the host\n"
+    assert "no such container: nobox" in one_line_error(engine_env.run("commit", "nobox"), 1).lower()
+    assert "No such container: nobox" in one_line_error(engine_env.run("diff", "nobox"), 1)
+
+
+def test_port_without_published_ports(engine_env: EngineEnv, daemon) -> None:
+    engine_env.run("run", "-d", "--name", "quiet", "--expose", "80", "busybox", "sleep", "300", check=True)
+    assert engine_env.run("port", "quiet", check=True).stdout == ""
+    refused = engine_env.run("port", "quiet", "80")
+    assert one_line_error(refused, 1) == "pyengine: error: no public port '80' published for quiet"
+
+
+def test_network_commands_with_the_none_and_host_drivers(engine_env: EngineEnv, daemon) -> None:
+    listed = engine_env.run("network", "ls", check=True).stdout.splitlines()
+    assert listed[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SUBNET", "CONTAINERS"]
+    names = {line.split()[1]: line.split()[2] for line in listed[1:]}
+    assert {"host", "none"} <= set(names) and names["host"] == "host", names
+    doc = json.loads(engine_env.run("network", "inspect", "host", check=True).stdout)[0]
+    assert doc["Name"] == "host" and doc["Scope"] == "local"
+    assert engine_env.run("network", "ls", "-q", check=True).stdout.split() == [
+        line.split()[0] for line in listed[1:]]
+    refused = engine_env.run("network", "rm", "host")
+    assert "pre-defined network and cannot be removed" in one_line_error(refused, 1)
+    missing = engine_env.run("network", "inspect", "nonet")
+    assert "nonet not found" in one_line_error(missing, 1)
+    assert engine_env.run("network", "prune", "-f", check=True).stdout == ""
+
+
+def test_build_through_the_daemon(engine_env: EngineEnv, daemon, tmp_path) -> None:
+    context = tmp_path / "ctx"
+    (context / "sub").mkdir(parents=True)
+    (context / "keep.txt").write_text("kept\n")
+    (context / "secret.txt").write_text("not sent\n")
+    (context / "sub" / "a.txt").write_text("a\n")
+    (context / "sub" / "b.log").write_text("b\n")
+    (context / ".dockerignore").write_text("secret.txt\nsub/*.log\nDockerfile\n")
+    (context / "Dockerfile").write_text(
+        "FROM busybox AS base\nARG GREETING=hello\nCOPY . /ctx\nRUN echo \"$GREETING\" > /greeting\n"
+        "LABEL stage=base\nFROM base AS final\nRUN echo final > /final\n")
+    built = engine_env.run("build", "-t", "built:1", "--build-arg", "GREETING=hi", "--label", "team=a",
+                           "--target", "base", str(context), check=True)
+    assert built.stdout.startswith("Step 1/5 : FROM busybox AS base\n"), built.stdout
+    assert "Successfully tagged built:1" in built.stdout
+    ran = engine_env.run("run", "--rm", "built:1", "sh", "-c", "cat /greeting; ls -a /ctx /ctx/sub; ls /final",
+                         check=False)
+    # the Dockerfile was sent (as the docker CLI always does) but is excluded from COPY as dockerd excludes it
+    assert ran.stdout.split() == ["hi", "/ctx:", ".", "..", ".dockerignore", "keep.txt", "sub",
+                                  "/ctx/sub:", ".", "..", "a.txt"], ran.stdout
+    labels = json.loads(engine_env.run("image", "inspect", "built:1", check=True).stdout)[0]["Config"]["Labels"]
+    assert labels == {"stage": "base", "team": "a"}
+
+    # a Dockerfile outside the context, -q (only the ID), --no-cache; the image is the daemon's
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "Dockerfile.alt").write_text("FROM busybox\nCOPY keep.txt /\nRUN cat /keep.txt\n")
+    quiet = engine_env.run("build", "-q", "--no-cache", "-t", "alt:1", "-f", str(elsewhere / "Dockerfile.alt"),
+                           str(context), check=True)
+    image_id = quiet.stdout.strip()
+    assert image_id.startswith("sha256:") and "\n" not in image_id, quiet.stdout
+    assert daemon.docker("image", "inspect", "-f", "{{.Id}}", "alt:1", check=True).stdout.strip() == image_id
+    # the Dockerfile from stdin; a tar context from stdin
+    piped = engine_env.run("build", "-t", "piped:1", "-f", "-", str(context),
+                           input="FROM busybox\nCOPY sub /s\nCMD [\"ls\", \"/s\"]\n", check=True)
+    assert "Successfully tagged piped:1" in piped.stdout
+    assert engine_env.run("run", "--rm", "piped:1", check=True).stdout.split() == ["a.txt"]
+    tar_path = tmp_path / "ctx.tar"
+    subprocess.run(["tar", "-C", str(context), "-cf", str(tar_path), "."], check=True)
+    from_tar = engine_env.run("build", "-q", "-", input=tar_path.read_bytes(), check=True)
+    assert from_tar.stdout.decode().strip().startswith("sha256:")
+
+    # a failing RUN: the local build's one line and exit status
+    (context / "Dockerfile").write_text("FROM busybox\nRUN exit 3\n")
+    failed = engine_env.run("build", str(context))
+    assert failed.returncode == 1, (failed.stdout, failed.stderr)
+    assert failed.stderr.strip().splitlines()[-1] == \
+        "pyengine: error: The command '/bin/sh -c exit 3' returned a non-zero code: 3"
+    assert "Traceback" not in failed.stderr
+    missing = engine_env.run("build", "-f", str(tmp_path / "nosuch"), str(context))
+    assert "does not exist" in one_line_error(missing, 1)
+    refused = engine_env.run("build", "--secret", f"id=s,src={context / 'keep.txt'}", str(context))
+    assert "--secret" in one_line_error(refused, 2)
+    pruned = engine_env.run("builder", "prune", "-f", check=True).stdout
+    assert pruned.splitlines()[-1].startswith("Total reclaimed space:")
+
+
+def test_events_since_until_and_streaming_through_the_daemon(engine_env: EngineEnv, daemon) -> None:
+    start = time.time()
+    cid = engine_env.run("create", "--name", "evbox", "busybox", "true", check=True).stdout.strip()
+    engine_env.run("start", "-a", "evbox", check=True)
+    engine_env.run("rm", "evbox", check=True)
+    until = f"{time.time():.6f}"
+    shown = engine_env.run("events", "--since", f"{start:.6f}", "--until", until, check=True).stdout.splitlines()
+    actions = [line.split()[1:4] for line in shown if f" {cid} " in line]
+    assert [a[:2] for a in actions][:1] == [["container", "create"]], shown
+    assert ["container", "destroy", cid] in actions and ["container", "die", cid] in actions, shown
+    filtered = engine_env.run("events", "--since", f"{start:.6f}", "--until", until, "--filter", "event=create",
+                              "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}", check=True)
+    assert filtered.stdout.splitlines() == ["container create evbox"]
+    bad = engine_env.run("events", "--filter", "nosuch=1", "--until", until)
+    assert "invalid filter 'nosuch'" in one_line_error(bad, 2)
+    # streaming: a follower started before the container sees it, and ends at --until
+    follower = subprocess.Popen([sys.executable, "-m", "pyengine", "events", "--until", f"{time.time() + 6:.6f}",
+                                 "--format", "{{.Action}} {{.Actor.Attributes.name}}"], env=engine_env.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2)
+        engine_env.run("run", "--rm", "--name", "live", "busybox", "true", check=True)
+        out, err = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert follower.returncode == 0, err
+    assert "create live" in out.splitlines() and "destroy live" in out.splitlines(), out
+
+
+def test_version_shows_client_and_server(engine_env: EngineEnv, daemon) -> None:
+    from pyengine import __version__
+
+    shown = engine_env.run("version", check=True).stdout
+    lines = shown.splitlines()
+    assert lines[0] == "Client: pyengine"
+    assert f" Version:           {__version__}" in lines and " API version:       1.45" in lines
+    assert "Server: pyengine" in lines and " Engine:" in lines
+    assert "  API version:      1.45 (minimum version 1.24)" in lines
+    assert engine_env.run("version", "--format", "{{.Server.Version}}", check=True).stdout.strip() == __version__
+    assert engine_env.run("version", "-f", "{{.Client.APIVersion}}", check=True).stdout.strip() == "1.45"
+    doc = json.loads(engine_env.run("version", "--format", "json", check=True).stdout)
+    assert doc["Server"]["ApiVersion"] == "1.45" and doc["Client"]["Version"] == __version__
+    # daemonless: the client alone
+    local_env = {k: v for k, v in engine_env.env.items() if k != "PYENGINE_HOST"}
+    alone = subprocess.run([sys.executable, "-m", "pyengine", "version"], env=local_env, capture_output=True,
+                           text=True, timeout=60, check=True).stdout
+    assert alone.startswith("Client: pyengine\n") and "Server" not in alone
+
+
+@pytest.mark.root
+def test_network_commands_and_port_on_a_bridge_in_a_test_host(engine_env: EngineEnv, tmp_path) -> None:
+    """The daemon runs in a network namespace of the test (its bridges, veths and rules stay
+    there); the client runs in the machine's namespace and only talks to the daemon's socket."""
+    need_root()
+    need_tool("ip", "nsenter", "nft")
+    from test_daemon_networks import NetnsDaemonHost
+
+    engine_env.run("import", str(busybox_rootfs_tar(tmp_path)), "busybox:latest", check=True)
+    machine_links = set(os.listdir("/sys/class/net"))
+    host = NetnsDaemonHost(engine_env)
+    daemon = host.start_daemon()
+    env = dict(host.env, PYENGINE_HOST=daemon.url)
+
+    def cli(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+        return engine_env.run(*args, env=env, check=check)
+
+    try:
+        network_id = cli("network", "create", "--subnet", "10.89.0.0/24", "--label", "team=a", "app",
+                         check=True).stdout.strip()
+        assert len(network_id) == 64
+        cli("network", "create", "spare", check=True)
+        rows = {line.split()[1]: line.split() for line in cli("network", "ls", check=True).stdout.splitlines()[1:]}
+        assert rows["app"] == [network_id[:12], "app", "bridge", "10.89.0.0/24", "0"], rows
+        doc = json.loads(cli("network", "inspect", "app", check=True).stdout)[0]
+        assert doc["IPAM"]["Config"][0]["Subnet"] == "10.89.0.0/24" and doc["Labels"] == {"team": "a"}
+        assert "already exists" in one_line_error(cli("network", "create", "app"), 1)
+
+        cli("run", "-d", "--name", "srv", "--network", "app", "-p", "18080:8080", "busybox", "sleep", "300",
+            check=True)
+        assert cli("port", "srv", check=True).stdout == "8080/tcp -> 0.0.0.0:18080\n"
+        assert cli("port", "srv", "8080/tcp", check=True).stdout == "0.0.0.0:18080\n"
+        assert "18080" in host.sh("nft", "list", "table", "ip", "pyengine").stdout, "the rule is in the test host"
+
+        cli("run", "-d", "--name", "box", "busybox", "sleep", "300", check=True)
+        cli("network", "connect", "--alias", "boxy", "app", "box", check=True)
+        members = json.loads(daemon.docker("network", "inspect", "-f", "{{json .Containers}}", "app",
+                                           check=True).stdout)
+        assert sorted(m["Name"] for m in members.values()) == ["box", "srv"]
+        assert "boxy" in daemon.docker("inspect", "-f", "{{json .NetworkSettings.Networks.app.Aliases}}", "box",
+                                       check=True).stdout
+        assert "active endpoints" in one_line_error(cli("network", "rm", "app"), 1)
+        cli("network", "disconnect", "app", "box", check=True)
+        cli("rm", "-f", "srv", check=True)
+        assert sorted(cli("network", "prune", "-f", check=True).stdout.split()) == ["app", "spare"]
+        assert "app not found" in one_line_error(cli("network", "inspect", "app"), 1)
+    finally:
+        try:
+            remove_all_containers(cli)
+            assert daemon.stop() == 0
+        finally:
+            host.close()
+    assert set(os.listdir("/sys/class/net")) == machine_links, "links were made outside the test host"

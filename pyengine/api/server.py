@@ -269,6 +269,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self.stopping.set)
         loop.add_signal_handler(signal.SIGINT, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+        os.register_at_fork(after_in_child=_forget_daemon_signals)
         try:
             await self.start()
         except BaseException:
@@ -299,6 +300,15 @@ class Daemon:
                 os.unlink(self.options.pidfile)
             except FileNotFoundError:
                 pass
+
+
+def _forget_daemon_signals() -> None:
+    """In a fork of the daemon (pyroute2's namespace helpers, a container's monitor): the
+    loop's wakeup fd is shared with the daemon, so a SIGTERM the fork gets would be read by the
+    daemon's loop as its own and stop it. The fork takes the default actions instead."""
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def run_daemon(backend: Any, options: DaemonOptions) -> None:

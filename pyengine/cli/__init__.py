@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 BUILTIN_COMMANDS: dict[str, str] = {
     "info": "pyengine.cli.system:info",
     "plugins": "pyengine.cli.system:plugins",
+    "version": "pyengine.cli.system:version",
     **{name: f"pyengine.cli.containers:{name}" for name in (
         "create", "run", "start", "ps", "logs", "stop", "kill", "restart", "rm", "wait", "inspect",
         "pause", "unpause", "rename", "top", "stats", "container", "volume", "port")},

@@ -1,9 +1,10 @@
 """Commands on images made from containers and Dockerfiles: build, builder prune, commit, diff,
 cp, export.
 
-Parses, calls the builder (``pyengine.build``) and the container filesystem verbs
-(``pyengine.containers.changes``), prints like Docker. Engine modules are imported inside the
-commands so ``import pyengine.cli`` stays cheap.
+Parses, calls the build and container filesystem verbs of ``CliState.images()`` and
+``containers()`` (this machine's builder and ``pyengine.containers.changes``, or a daemon's
+``POST /build``, ``/commit``, ``/changes``, ``/export`` and ``/archive`` with -H), prints like
+Docker. Engine modules are imported inside the commands so ``import pyengine.cli`` stays cheap.
 """
 
 from __future__ import annotations
@@ -18,12 +19,6 @@ import click
 
 from pyengine.cli import CliState, pass_state
 from pyengine.errors import NotFound, UsageError
-
-
-def _containers(state: CliState) -> Any:
-    from pyengine.containers.engine import Containers
-
-    return Containers(state.engine())
 
 
 # -- commit / diff / export --------------------------------------------------------------------
@@ -41,11 +36,8 @@ def _containers(state: CliState) -> Any:
 def commit(state: CliState, author: str, changes: tuple[str, ...], message: str, pause: bool, container: str,
            repository: str | None) -> None:
     """Create a new image from a container's changes."""
-    from pyengine.containers.changes import commit as commit_container
-
-    image = commit_container(_containers(state), container, repository, list(changes), message=message,
-                             author=author, pause=pause)
-    click.echo(image.id)
+    click.echo(state.containers().commit(container, repository, list(changes), message=message, author=author,
+                                         pause=pause))
 
 
 @click.command("diff")
@@ -53,9 +45,7 @@ def commit(state: CliState, author: str, changes: tuple[str, ...], message: str,
 @pass_state
 def diff(state: CliState, container: str) -> None:
     """Inspect changes to files or directories on a container's filesystem (A added, C changed, D deleted)."""
-    from pyengine.containers.changes import diff as container_diff
-
-    for kind, path in container_diff(_containers(state), container):
+    for kind, path in state.containers().diff(container):
         click.echo(f"{kind} {path}")
 
 
@@ -65,16 +55,15 @@ def diff(state: CliState, container: str) -> None:
 @pass_state
 def export(state: CliState, output: str | None, container: str) -> None:
     """Export a container's filesystem as a tar archive."""
-    from pyengine.containers.changes import export as export_container
     from pyengine.images.archive import open_output
 
     if output is None and sys.stdout.isatty():
         raise UsageError("cowardly refusing to save to a terminal; use -o FILE or redirect stdout")
-    containers = _containers(state)
-    containers.get(container)  # a missing container fails before anything is written
+    containers = state.containers()
+    containers.inspect(container)  # a missing container fails before anything is written
     stream, tmp = open_output(output)
     try:
-        export_container(containers, container, stream)
+        containers.export(container, stream)
         stream.flush()
         if tmp:
             os.fsync(stream.fileno())
@@ -119,7 +108,7 @@ def cp(state: CliState, archive: bool, follow_link: bool, quiet: bool, source: s
         raise UsageError("copying between containers is not supported")
     if not src_container and not dst_container:
         raise UsageError("must specify at least one container source")
-    containers = _containers(state)
+    containers = state.containers()
     if src_container:
         _copy_out(containers, src_container, src_path, dst_path, follow_link)
     else:
@@ -128,9 +117,9 @@ def cp(state: CliState, archive: bool, follow_link: bool, quiet: bool, source: s
 
 
 def _copy_out(containers: Any, container: str, src: str, dest: str, follow_link: bool) -> None:
-    from pyengine.containers.changes import copy_from, extract_to_host
+    from pyengine.containers.changes import extract_to_host
 
-    stream, info = copy_from(containers, container, src, follow_link)
+    stream, info = containers.copy_from(container, src, follow_link)
     try:
         if dest == "-":
             import shutil
@@ -185,17 +174,15 @@ def _host_tar(src: str, arcname: str, follow_link: bool, contents_only: bool) ->
 
 
 def _copy_in(containers: Any, src: str, container: str, dest: str, archive: bool, follow_link: bool) -> None:
-    from pyengine.containers.changes import copy_to, stat_path
-
     if src == "-":
-        copy_to(containers, container, dest, sys.stdin.buffer, copy_uid_gid=archive)
+        containers.copy_to(container, dest, sys.stdin.buffer, copy_uid_gid=archive)
         return
     if not os.path.lexists(src):
         raise NotFound(f"could not find the file {src} on the local filesystem")
     src_is_dir = os.path.isdir(src) if (follow_link or not os.path.islink(src)) else False
     contents_only = src.endswith("/.")
     try:
-        info: dict[str, Any] | None = stat_path(containers, container, dest, follow_link=True)
+        info: dict[str, Any] | None = containers.stat_path(container, dest, follow_link=True)
     except NotFound:
         info = None
     if info is not None and info["mode"] & (1 << 31):
@@ -213,7 +200,7 @@ def _copy_in(containers: Any, src: str, container: str, dest: str, archive: bool
         target = posixpath.dirname(posixpath.normpath("/" + dest))
         stream = _host_tar(src, name, follow_link, False)
     try:
-        copy_to(containers, container, target, stream, copy_uid_gid=archive)
+        containers.copy_to(container, target, stream, copy_uid_gid=archive)
     finally:
         stream.close()
 
@@ -313,10 +300,7 @@ def build(state: CliState, tags: tuple[str, ...], dockerfile: str | None, build_
           iidfile: str | None, network: str, secrets: tuple[str, ...], add_hosts: tuple[str, ...], progress: str,
           output: str | None, remove: bool, force_rm: bool, context: str) -> None:
     """Build an image from a Dockerfile and a context (a directory, or - for a tar on stdin)."""
-    from pyengine.build.context import BuildContext
-    from pyengine.build.dockerfile import parse
     from pyengine.build.executor import BuildOptions
-    from pyengine.build.executor import build as run_build
     from pyengine.images.reference import parse_reference
 
     for tag in tags:
@@ -327,52 +311,38 @@ def build(state: CliState, tags: tuple[str, ...], dockerfile: str | None, build_
         if not name or not sep or not address:
             raise UsageError(f"invalid --add-host {entry!r}: use HOST:IP")
     archive = _output(output)
+    images = state.images()
+    if archive and _archive_format(archive[0]) not in images.save_formats:
+        raise UsageError(f"--output type={archive[0]} cannot be fetched from the daemon (it sends "
+                         f"{', '.join(images.save_formats)}); use type=docker")
     options = BuildOptions(tags=list(tags), build_args=_build_args(build_args), target=target, no_cache=no_cache,
                            pull=pull, labels=_kv_list(labels, "--label"), network=network,
                            secrets=_secrets(secrets), extra_hosts=list(add_hosts))
     if context == "-" and dockerfile == "-":
         raise UsageError("the context and the Dockerfile cannot both come from stdin")
-    dockerfile_text = None
-    if dockerfile == "-":
-        dockerfile_text = sys.stdin.read()
-    if context == "-":
-        name = dockerfile or "Dockerfile"
-        ctx = BuildContext.from_tar(sys.stdin.buffer, name)
-    else:
-        name = dockerfile if dockerfile and dockerfile != "-" else os.path.join(context, "Dockerfile")
-        ctx = BuildContext.from_directory(context, None if dockerfile == "-" else os.path.abspath(name))
-    try:
-        if dockerfile_text is None:
-            if context == "-":
-                dockerfile_text = ctx.read_dockerfile(name)
-            else:
-                try:
-                    with open(name, encoding="utf-8") as f:
-                        dockerfile_text = f.read()
-                except FileNotFoundError:
-                    raise NotFound(f"unable to prepare context: the Dockerfile {name} does not exist") from None
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise UsageError(f"cannot read the Dockerfile {name}: {exc}") from None
-        parsed = parse(dockerfile_text, os.path.basename(name) if dockerfile != "-" else "Dockerfile")
-        engine = state.engine()
-        image = run_build(engine, parsed, ctx, options, _Printer(quiet))
-    finally:
-        ctx.close()
+    dockerfile_text = sys.stdin.read() if dockerfile == "-" else None
+    source: Any = sys.stdin.buffer if context == "-" else context
+    image_id = images.build(source, options, dockerfile=None if dockerfile == "-" else dockerfile,
+                            dockerfile_text=dockerfile_text, quiet=quiet, on_event=_Printer(quiet))
     if quiet:
-        click.echo(image.id)
+        click.echo(image_id)
     if iidfile:
         with open(iidfile, "w") as f:
-            f.write(image.id)
+            f.write(image_id)
     if archive:
-        _write_output(engine, image, *archive)
+        _write_output(images, image_id, *archive)
 
 
-def _write_output(engine: Any, image: Any, kind: str, dest: str) -> None:
-    from pyengine.images.archive import open_output, save_archive
+def _archive_format(kind: str) -> str:
+    return "oci-archive" if kind == "oci" else "docker-archive"
+
+
+def _write_output(images: Any, image_id: str, kind: str, dest: str) -> None:
+    from pyengine.images.archive import open_output
 
     stream, tmp = open_output(dest)
     try:
-        save_archive(engine.images, [image.id], stream, "oci-archive" if kind == "oci" else "docker-archive")
+        images.save([image_id], stream, _archive_format(kind))
         stream.flush()
         if tmp:
             os.fsync(stream.fileno())
@@ -396,11 +366,9 @@ def builder() -> None:
 @pass_state
 def builder_prune(state: CliState, all_: bool, force: bool) -> None:
     """Remove the build cache: step records, cache mounts, intermediate images only it holds."""
-    from pyengine.build.cache import BuildCache
     from pyengine.cli.images import human_size
 
-    engine = state.engine()
-    removed, freed = BuildCache(engine.config.data_root).prune(engine.images)
-    for image_id in removed:
-        click.echo(f"Deleted: {image_id}")
-    click.echo(f"Total reclaimed space: {human_size(freed)}")
+    answer = state.images().prune_build_cache()
+    for cache_id in answer["CachesDeleted"]:
+        click.echo(f"Deleted: {cache_id}")
+    click.echo(f"Total reclaimed space: {human_size(answer['SpaceReclaimed'])}")

@@ -587,17 +587,16 @@ def _human(value: int | None) -> str:
 @pass_state
 def port(state: CliState, container_ref: str, private_port: str | None) -> None:
     """List the container's published ports (or the mapping of one)."""
-    from pyengine.containers.networking import joins_networks, port_lines
-
-    engine = _containers(state)
-    record = engine.get(container_ref)
-    lines: list[str] = []
-    if joins_networks(record.host_config.get("NetworkMode") or "none"):
-        from pyengine.network.manager import NetworkManager
-
-        lines = port_lines(NetworkManager(engine.engine), record, private_port)
+    doc = state.containers().inspect(container_ref)
+    lines = []
+    for key, bindings in ((doc.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        if private_port and private_port not in (key, key.split("/", 1)[0]):
+            continue
+        for binding in bindings or []:
+            host_ip = binding.get("HostIp") or "0.0.0.0"
+            lines.append(f"{key} -> {f'[{host_ip}]' if ':' in host_ip else host_ip}:{binding.get('HostPort')}")
     if private_port and not lines:
-        raise NotFound(f"no public port {private_port!r} published for {record.name}")
+        raise NotFound(f"no public port {private_port!r} published for {doc['Name'].lstrip('/')}")
     for line in lines:
         click.echo(line.split(" -> ", 1)[1] if private_port else line)
 

@@ -1,5 +1,6 @@
-"""``pyengine events`` (also ``system events``): the engine's event journal, daemonless, as
-``docker events`` prints it; streams new events until ``--until`` or ctrl-c."""
+"""``pyengine events`` (also ``system events``): the engine's event journal (daemonless) or a
+daemon's ``GET /events`` (with -H), as ``docker events`` prints them; streams new events until
+``--until`` or ctrl-c."""
 
 from __future__ import annotations
 
@@ -16,16 +17,22 @@ from pyengine.errors import UsageError
 
 
 def render(fmt: str, event: dict[str, Any]) -> str:
-    """A Go-template subset over an event: ``{{.Type}}``, ``{{.Actor.Attributes.name}}``,
-    ``{{json .}}``, ``{{json .Actor}}``; ``json`` alone means ``{{json .}}``."""
+    """A Go-template subset over an event (or any document): ``{{.Type}}``,
+    ``{{.Actor.Attributes.name}}``, ``{{json .}}``, ``{{json .Actor}}``; ``json`` alone means
+    ``{{json .}}``; a field's name matches its key whatever the case when no key is exact."""
     if fmt == "json":
         fmt = "{{json .}}"
 
     def lookup(path: str) -> Any:
         node: Any = event
         for part in [p for p in path.split(".") if p]:
+            if node is None:
+                return ""
             if not isinstance(node, dict):
                 raise UsageError(f"template: can't evaluate field {part} in {path}")
+            if part not in node:
+                # Go templates name struct fields (APIVersion) where the JSON has ApiVersion
+                part = next((key for key in node if key.lower() == part.lower()), part)
             node = node.get(part, "")
         return node
 
@@ -50,39 +57,18 @@ def render(fmt: str, event: dict[str, Any]) -> str:
 @pass_state
 def events(state: CliState, since: str | None, until: str | None, filters: tuple[str, ...], fmt: str | None) -> None:
     """Show the engine's events (containers, images, networks, volumes) as they happen."""
-    from pyengine.events import EventFilter, format_event, journal_for, parse_time
+    from pyengine.events import EventFilter, format_event, parse_time
 
     now = time.time_ns()
     since_ns = parse_time(since, now) if since else None
     until_ns = parse_time(until, now) if until else None
-    event_filter = EventFilter.from_pairs(filters)
-    journal = journal_for(state.config().run_root)
-
-    def show(event: dict[str, Any]) -> None:
-        click.echo(render(fmt, event) if fmt else format_event(event))
-        sys.stdout.flush()
-
-    # The follower first, so that nothing recorded between the replay and the follow is lost.
-    follower = journal.follower() if until_ns is None or until_ns > now else None
-    seen_until = now
-    if since_ns is not None or until_ns is not None:
-        for event in journal.read(since_ns, min(until_ns or now, now), event_filter):
-            show(event)
-    if follower is None:
-        return
-    from pyengine.events import POLL_SECONDS
-
+    event_filter = EventFilter.from_pairs(filters)  # refuses a bad filter before anything is asked
+    stream = state.system().events(since_ns, until_ns, event_filter.filters)
     try:
-        while until_ns is None or time.time_ns() <= until_ns:
-            for event in follower.poll():
-                if event["timeNano"] <= seen_until and since_ns is not None:
-                    continue  # already replayed
-                if until_ns is not None and event["timeNano"] > until_ns:
-                    return
-                if event_filter.match(event):
-                    show(event)
-            time.sleep(POLL_SECONDS)
+        for event in stream:
+            click.echo(render(fmt, event) if fmt else format_event(event))
+            sys.stdout.flush()
     except KeyboardInterrupt:
         pass
     finally:
-        follower.close()
+        stream.close()

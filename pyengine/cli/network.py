@@ -1,28 +1,18 @@
-"""``pyengine network``: create, ls, inspect, rm, prune, connect and disconnect.
+"""``pyengine network``: create, ls, inspect, rm, prune, connect and disconnect, on the network
+verbs of ``CliState.networks()`` (this machine's engine, or a daemon's with -H).
 
-Every verb first reconciles: the endpoints of containers whose monitor died (SIGKILL, a
+Locally every verb first reconciles: the endpoints of containers whose monitor died (SIGKILL, a
 reboot) are freed, so addresses, ports and rules never outlive their container."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from pyengine.cli import CliState, pass_state
 from pyengine.errors import UsageError
-
-
-def _containers(state: CliState):  # noqa: ANN202
-    from pyengine.containers.engine import Containers
-
-    return Containers(state.engine())
-
-
-def _manager(state: CliState):  # noqa: ANN202 - imported lazily to keep the CLI cheap
-    from pyengine.network.verbs import reconciled_manager
-
-    return reconciled_manager(state.engine())
 
 
 def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -53,10 +43,10 @@ def network() -> None:
 def create(state: CliState, driver: str, subnet: str | None, gateway: str | None, ip_range: str | None,
            internal: bool, opt: tuple[str, ...], label: tuple[str, ...], name: str) -> None:
     """Create a network and print its id."""
-    record = _manager(state).create(name, driver, subnet=subnet, gateway=gateway, ip_range=ip_range,
-                                    internal=internal, options=_pairs(opt, "--opt"),
-                                    labels=_pairs(label, "--label"))
-    click.echo(record.id)
+    network_id = state.networks().create(name, driver, subnet=subnet, gateway=gateway, ip_range=ip_range,
+                                         internal=internal, options=_pairs(opt, "--opt"),
+                                         labels=_pairs(label, "--label"))
+    click.echo(network_id)
 
 
 @network.command("ls")
@@ -65,24 +55,27 @@ def create(state: CliState, driver: str, subnet: str | None, gateway: str | None
 @pass_state
 def ls(state: CliState, quiet: bool, fmt: str) -> None:
     """List networks."""
-    records = _manager(state).list()
+    summaries = [_summary(doc) for doc in state.networks().list()]
     if quiet:
-        for record in records:
-            click.echo(record.id[:12])
+        for summary in summaries:
+            click.echo(summary["Id"][:12])
         return
     if fmt == "json":
-        click.echo(json.dumps([_summary(r) for r in records], indent=2))
+        click.echo(json.dumps(summaries, indent=2))
         return
     rows = [["NETWORK ID", "NAME", "DRIVER", "SUBNET", "CONTAINERS"]]
-    rows += [[r.id[:12], r.name, r.driver, r.subnet or "-", str(len(r.endpoints))] for r in records]
+    rows += [[n["Id"][:12], n["Name"], n["Driver"], n["Subnet"] or "-", str(n["Containers"])] for n in summaries]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _summary(record) -> dict:  # noqa: ANN001
-    return {"Id": record.id, "Name": record.name, "Driver": record.driver, "Subnet": record.subnet,
-            "Internal": record.internal, "Containers": len(record.endpoints)}
+def _summary(doc: dict[str, Any]) -> dict[str, Any]:
+    """A row of ``ls`` from Docker's network document."""
+    pools = (doc.get("IPAM") or {}).get("Config") or []
+    return {"Id": doc["Id"], "Name": doc["Name"], "Driver": doc.get("Driver") or "",
+            "Subnet": (pools[0].get("Subnet") if pools else None) or None, "Internal": bool(doc.get("Internal")),
+            "Containers": len(doc.get("Containers") or {})}
 
 
 @network.command()
@@ -90,10 +83,8 @@ def _summary(record) -> dict:  # noqa: ANN001
 @pass_state
 def inspect(state: CliState, names: tuple[str, ...]) -> None:
     """Show networks as JSON."""
-    from pyengine.network import verbs
-
-    manager = _manager(state)
-    click.echo(json.dumps([verbs.inspect(manager.get(n)) for n in names], indent=2))
+    networks = state.networks()
+    click.echo(json.dumps([networks.inspect(n) for n in names], indent=2))
 
 
 @network.command()
@@ -101,9 +92,9 @@ def inspect(state: CliState, names: tuple[str, ...]) -> None:
 @pass_state
 def rm(state: CliState, names: tuple[str, ...]) -> None:
     """Remove networks (refused while containers use them)."""
-    manager = _manager(state)
+    networks = state.networks()
     for name in names:
-        manager.remove(name)
+        networks.remove(name)
         click.echo(name)
 
 
@@ -112,8 +103,8 @@ def rm(state: CliState, names: tuple[str, ...]) -> None:
 @pass_state
 def prune(state: CliState, force: bool) -> None:
     """Remove every user-defined network no container uses."""
-    for record in _manager(state).prune():
-        click.echo(record.name)
+    for name in state.networks().prune():
+        click.echo(name)
 
 
 @network.command()
@@ -124,10 +115,7 @@ def prune(state: CliState, force: bool) -> None:
 @pass_state
 def connect(state: CliState, alias: tuple[str, ...], ip: str | None, name: str, container: str) -> None:
     """Connect a container to a network (a running one at once, and at every start)."""
-    from pyengine.containers import networking
-
-    _manager(state)
-    networking.connect(_containers(state), name, container, list(alias), ip)
+    state.networks().connect(name, container, list(alias), ip)
 
 
 @network.command()
@@ -137,7 +125,4 @@ def connect(state: CliState, alias: tuple[str, ...], ip: str | None, name: str, 
 @pass_state
 def disconnect(state: CliState, force: bool, name: str, container: str) -> None:
     """Disconnect a container from a network."""
-    from pyengine.containers import networking
-
-    _manager(state)
-    networking.disconnect(_containers(state), name, container)
+    state.networks().disconnect(name, container, force)

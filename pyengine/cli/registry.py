@@ -111,14 +111,28 @@ def logout(server: str) -> None:
 @pass_state
 def search(state: CliState, limit: int, no_trunc: bool, term: str) -> None:
     """Search a registry's catalog: [REGISTRY/]TERM (repositories whose name contains TERM)."""
-    from pyengine.registry import verbs
-
+    found = state.images().search(term, limit)
+    if all("tags" in entry for entry in found):
+        # This machine's engine lists each repository's tags (a daemon's answer has none).
+        rows = []
+        for entry in found:
+            tags = entry["tags"]
+            shown = tags if no_trunc or len(tags) <= 5 else [*tags[:5], f"... ({len(tags)} tags)"]
+            rows.append([entry["name"], ", ".join(shown)])
+        _print_table(["NAME", "TAGS"], rows)
+        return
     rows = []
-    for entry in verbs.search(state.engine(), term, limit, with_tags=True):
-        tags = entry["tags"]
-        shown = tags if no_trunc or len(tags) <= 5 else [*tags[:5], f"... ({len(tags)} tags)"]
-        rows.append((entry["name"], ", ".join(shown)))
-    width = max([len("NAME")] + [len(r[0]) for r in rows])
-    click.echo(f"{'NAME'.ljust(width)}   TAGS")
-    for repo_name, tag_text in rows:
-        click.echo(f"{repo_name.ljust(width)}   {tag_text}")
+    for entry in found:
+        description = " ".join(str(entry.get("description") or "").split())
+        if not no_trunc and len(description) > 45:
+            description = description[:44] + "…"
+        rows.append([entry.get("name", ""), description, str(entry.get("star_count", 0)),
+                     "[OK]" if entry.get("is_official") else ""])
+    _print_table(["NAME", "DESCRIPTION", "STARS", "OFFICIAL"], rows)
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max([len(header[i])] + [len(row[i]) for row in rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)] + [row[-1]]
+        click.echo("   ".join(cells).rstrip())

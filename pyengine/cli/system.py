@@ -138,3 +138,78 @@ def _remote_info(state: CliState, fmt: str) -> None:
             for pair in doc.get("DriverStatus") or []:
                 if isinstance(pair, list) and len(pair) == 2:
                     click.echo(f" {pair[0]}: {pair[1]}")
+
+
+@click.command()
+@click.option("-f", "--format", "fmt", metavar="TEMPLATE",
+              help="'json' or a Go-template subset over {Client, Server}: {{.Server.Version}}, {{json .Client}}.")
+@pass_state
+def version(state: CliState, fmt: str | None) -> None:
+    """Show the client's version and, with a host (-H), the daemon's (GET /version)."""
+    import platform
+
+    from pyengine import __version__
+    from pyengine.client.transport import CLIENT_API_VERSION
+
+    server = None
+    api_version = CLIENT_API_VERSION
+    if state.remote:
+        system = state.system()
+        server = system.version()
+        api_version = system.api.version
+    machine = platform.machine()
+    client = {"Platform": {"Name": "pyengine"}, "Version": __version__, "ApiVersion": api_version,
+              "DefaultAPIVersion": CLIENT_API_VERSION, "GitCommit": "",
+              "GoVersion": f"python{platform.python_version()}", "Os": "linux",
+              "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine), "BuildTime": ""}
+    if fmt:
+        from pyengine.cli.events import render
+
+        click.echo(render(fmt, {"Client": client, "Server": server}))
+        return
+    downgraded = f" (downgraded from {CLIENT_API_VERSION})" if api_version != CLIENT_API_VERSION else ""
+    lines = [f"Client: {client['Platform']['Name']}", *_version_rows(1, [
+        ("Version", client["Version"]), ("API version", client["ApiVersion"] + downgraded),
+        ("Go version", client["GoVersion"]), ("Git commit", client["GitCommit"]), ("Built", client["BuildTime"]),
+        ("OS/Arch", f"{client['Os']}/{client['Arch']}")])]
+    if server is not None:
+        lines += ["", *_server_lines(server)]
+    click.echo("\n".join(lines))
+
+
+def _version_rows(indent: int, rows: list[tuple[str, Any]]) -> list[str]:
+    """``docker version``'s aligned rows (its tabwriter's minimum width of 20); empty values left out."""
+    out = []
+    for label, value in rows:
+        if value is None or value == "":
+            continue
+        cell = " " * indent + label + ":"
+        out.append(cell.ljust(max(20, len(cell) + 1)) + (str(value).lower() if isinstance(value, bool) else str(value)))
+    return out
+
+
+def _server_lines(server: dict[str, Any]) -> list[str]:
+    """The Server section from a daemon's ``GET /version``, component by component as
+    ``docker version`` prints it (the Engine's details in its order, others' sorted)."""
+    name = (server.get("Platform") or {}).get("Name") or ""
+    lines = [f"Server: {name}".rstrip()]
+    components = server.get("Components") or [{"Name": "Engine", "Version": server.get("Version"), "Details": {
+        key: server.get(key) for key in ("ApiVersion", "MinAPIVersion", "GoVersion", "GitCommit", "BuildTime", "Os",
+                                         "Arch", "Experimental", "KernelVersion")}}]
+    for component in components:
+        details = component.get("Details") or {}
+        lines.append(f" {component.get('Name', '')}:")
+        if component.get("Name") == "Engine":
+            api = details.get("ApiVersion") or server.get("ApiVersion") or ""
+            minimum = details.get("MinAPIVersion") or server.get("MinAPIVersion")
+            lines += _version_rows(2, [
+                ("Version", component.get("Version")),
+                ("API version", f"{api} (minimum version {minimum})" if minimum else api),
+                ("Go version", details.get("GoVersion")), ("Git commit", details.get("GitCommit")),
+                ("Built", details.get("BuildTime")),
+                ("OS/Arch", f"{details['Os']}/{details['Arch']}" if details.get("Os") else None),
+                ("Experimental", details.get("Experimental"))])
+        else:
+            lines += _version_rows(2, [("Version", component.get("Version")),
+                                       *((key, details[key]) for key in sorted(details))])
+    return lines

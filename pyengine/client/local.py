@@ -144,6 +144,45 @@ class LocalContainers:
                      sys.stderr.fileno())
 
 
+    # -- the container's filesystem: commit, diff, export, cp ------------------------------------
+    def commit(self, ref: str, repo_tag: str | None = None, changes: list[str] | None = None, message: str = "",
+               author: str = "", pause: bool = True) -> str:
+        """A new image of the container's changes; its ID."""
+        from pyengine.containers.changes import commit
+
+        return commit(self.containers, ref, repo_tag, list(changes or []), message=message, author=author,
+                      pause=pause).id
+
+    def diff(self, ref: str) -> list[tuple[str, str]]:
+        """(kind, path) of every change against the image: A added, C changed, D deleted."""
+        from pyengine.containers.changes import diff
+
+        return diff(self.containers, ref)
+
+    def export(self, ref: str, out: IO[bytes]) -> None:
+        from pyengine.containers.changes import export
+
+        export(self.containers, ref, out)
+
+    def stat_path(self, ref: str, path: str, follow_link: bool = False) -> dict[str, Any]:
+        """Docker's path stat (``name``, ``size``, ``mode``, ``mtime``, ``linkTarget``)."""
+        from pyengine.containers.changes import stat_path
+
+        return stat_path(self.containers, ref, path, follow_link)
+
+    def copy_from(self, ref: str, path: str, follow_link: bool = False) -> tuple[IO[bytes], dict[str, Any]]:
+        """A tar of the path (rewound) and its path stat."""
+        from pyengine.containers.changes import copy_from
+
+        return copy_from(self.containers, ref, path, follow_link)
+
+    def copy_to(self, ref: str, dest_dir: str, tar_stream: IO[bytes], copy_uid_gid: bool = False) -> None:
+        """Extract a tar into the container's directory ``dest_dir``."""
+        from pyengine.containers.changes import copy_to
+
+        copy_to(self.containers, ref, dest_dir, tar_stream, copy_uid_gid=copy_uid_gid)
+
+
 class LocalImages:
     """Image and registry verbs of the in-process engine."""
 
@@ -274,6 +313,61 @@ class LocalImages:
         return "Login Succeeded"
 
 
+    # -- builds --------------------------------------------------------------------------------
+    #: the archive formats ``save`` can write
+    save_formats = ("docker-archive", "oci-archive")
+
+    def build(self, context: str | IO[bytes], options: Any, *, dockerfile: str | None = None,
+              dockerfile_text: str | None = None, quiet: bool = False,
+              on_event: Callable[[str, str], None] | None = None) -> str:
+        """Build with the engine's builder; the image's ID.
+
+        :param context: a directory, or a tar stream of the context
+        :param options: a ``pyengine.build.executor.BuildOptions``
+        :param dockerfile: the Dockerfile's path (of a directory context: on this machine, the
+            default ``CONTEXT/Dockerfile``; of a tar: inside it, the default ``Dockerfile``)
+        :param dockerfile_text: the Dockerfile itself, given on stdin
+        :param on_event: ``(kind, text)`` as ``pyengine.build.executor.EventCallback``
+        """
+        from pyengine.build.context import BuildContext
+        from pyengine.build.dockerfile import parse
+        from pyengine.build.executor import build as run_build
+
+        if isinstance(context, str):
+            name = dockerfile or os.path.join(context, "Dockerfile")
+            ctx = BuildContext.from_directory(context, None if dockerfile_text is not None else os.path.abspath(name))
+        else:
+            name = dockerfile or "Dockerfile"
+            ctx = BuildContext.from_tar(context, name)
+        try:
+            if dockerfile_text is None:
+                dockerfile_text = ctx.read_dockerfile(name) if not isinstance(context, str) else _read_dockerfile(name)
+            parsed = parse(dockerfile_text, os.path.basename(name))
+            image = run_build(self.engine, parsed, ctx, options, on_event or (lambda kind, text: None))
+        finally:
+            ctx.close()
+        return image.id
+
+    def prune_build_cache(self) -> dict[str, Any]:
+        """Remove the build cache; ``{"CachesDeleted": [...], "SpaceReclaimed": bytes}``."""
+        from pyengine.build.cache import BuildCache
+
+        removed, freed = BuildCache(self.engine.config.data_root).prune(self.store)
+        return {"CachesDeleted": removed, "SpaceReclaimed": freed}
+
+
+def _read_dockerfile(name: str) -> str:
+    from pyengine.errors import NotFound
+
+    try:
+        with open(name, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise NotFound(f"unable to prepare context: the Dockerfile {name} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the Dockerfile {name}: {exc}") from None
+
+
 def _terminal_size() -> tuple[int, int] | None:
     try:
         cols, rows = os.get_terminal_size(sys.stdout.fileno())
@@ -292,6 +386,55 @@ def _spooled_path(source: IO[bytes]) -> str:
     if isinstance(name, str) and os.path.isfile(name):
         return name
     raise UsageError("load reads a file here; give it with -i FILE")
+
+
+class LocalNetworks:
+    """Network verbs of the in-process engine, each on a reconciled manager (endpoints of
+    containers whose monitor died are freed first), answering in Docker's network shape."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _manager(self) -> Any:
+        from pyengine.network.verbs import reconciled_manager
+
+        return reconciled_manager(self.engine)
+
+    def create(self, name: str, driver: str = "bridge", *, subnet: str | None = None, gateway: str | None = None,
+               ip_range: str | None = None, internal: bool = False, options: dict[str, str] | None = None,
+               labels: dict[str, str] | None = None) -> str:
+        return self._manager().create(name, driver, subnet=subnet, gateway=gateway, ip_range=ip_range,
+                                      internal=internal, options=options or {}, labels=labels or {}).id
+
+    def list(self) -> list[dict[str, Any]]:
+        from pyengine.network.verbs import inspect
+
+        return [inspect(record) for record in self._manager().list()]
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        from pyengine.network.verbs import inspect
+
+        return inspect(self._manager().get(name))
+
+    def remove(self, name: str) -> None:
+        self._manager().remove(name)
+
+    def prune(self) -> list[str]:
+        return [record.name for record in self._manager().prune()]
+
+    def connect(self, name: str, container: str, aliases: list[str] | None = None, ip: str | None = None) -> None:
+        from pyengine.containers import networking
+        from pyengine.containers.engine import Containers
+
+        self._manager()
+        networking.connect(Containers(self.engine), name, container, list(aliases or []), ip)
+
+    def disconnect(self, name: str, container: str, force: bool = False) -> None:
+        from pyengine.containers import networking
+        from pyengine.containers.engine import Containers
+
+        self._manager()
+        networking.disconnect(Containers(self.engine), name, container)
 
 
 class LocalVolumes:
@@ -346,6 +489,14 @@ class LocalSystem:
 
         return disk_usage(self.engine)
 
+    def events(self, since_ns: int | None = None, until_ns: int | None = None,
+               filters: dict[str, list[str]] | None = None) -> Iterator[dict[str, Any]]:
+        """The journal's events from ``since_ns`` to ``until_ns``, then new ones as they are
+        recorded (until ``until_ns``; without it, until the caller stops iterating)."""
+        from pyengine.events import EventFilter, journal_for, watch
+
+        yield from watch(journal_for(self.engine.config.run_root), since_ns, until_ns, EventFilter(filters))
+
 
 class LocalEngine:
     """Every verb group of the in-process engine."""
@@ -369,6 +520,10 @@ class LocalEngine:
         if self._images is None:
             self._images = LocalImages(self.engine)
         return self._images
+
+    @property
+    def networks(self) -> LocalNetworks:
+        return LocalNetworks(self.engine)
 
     @property
     def system(self) -> LocalSystem:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any
@@ -222,6 +223,117 @@ class RemoteContainers:
         raise PyEngineError(f"exec {exec_id[:12]}: the daemon still reports it running after its output ended")
 
 
+    # -- the container's filesystem: commit, diff, export, cp ------------------------------------
+    def commit(self, ref: str, repo_tag: str | None = None, changes: list[str] | None = None, message: str = "",
+               author: str = "", pause: bool = True) -> str:
+        """``POST /commit``; the new image's ID."""
+        repo = tag = None
+        if repo_tag:
+            from pyengine.images.reference import parse_reference
+
+            parsed = parse_reference(repo_tag)
+            if parsed.digest:
+                raise UsageError(f"refusing to create a tag with a digest reference: {repo_tag}")
+            repo, tag = parsed.familiar_repository, parsed.tag
+        answer = self.api.json("POST", "/commit", {
+            "container": ref, "repo": repo, "tag": tag, "comment": message or None, "author": author or None,
+            "pause": pause, "changes": list(changes or [])}, body={})
+        return answer["Id"]
+
+    def diff(self, ref: str) -> list[tuple[str, str]]:
+        """``GET /containers/{id}/changes``: (kind, path), kind A, C or D."""
+        kinds = {0: "C", 1: "A", 2: "D"}
+        found = self.api.json("GET", f"/containers/{_q(ref)}/changes") or []
+        return [(kinds.get(change.get("Kind"), "C"), change["Path"]) for change in found]
+
+    def export(self, ref: str, out: IO[bytes]) -> None:
+        """``GET /containers/{id}/export`` into ``out``."""
+        _copy_response(self.api.stream("GET", f"/containers/{_q(ref)}/export"), out)
+
+    def _head_stat(self, ref: str, path: str) -> dict[str, Any]:
+        try:
+            _, headers, _ = self.api.request("HEAD", f"/containers/{_q(ref)}/archive", {"path": path})
+        except NotFound as exc:
+            if "container" in str(exc).lower() and "no such" in str(exc).lower():
+                raise
+            # a HEAD answer has no body: say what the daemon would have said
+            raise NotFound(f"Could not find the file {path} in container {ref}") from None
+        return _path_stat(headers)
+
+    def stat_path(self, ref: str, path: str, follow_link: bool = False) -> dict[str, Any]:
+        """``HEAD /containers/{id}/archive``: Docker's path stat; with ``follow_link`` the stat
+        of a symlink's target (the daemon gives its path as ``linkTarget``)."""
+        info = self._head_stat(ref, path)
+        if follow_link and info.get("linkTarget"):
+            info = self._head_stat(ref, info["linkTarget"])
+        return info
+
+    def copy_from(self, ref: str, path: str, follow_link: bool = False) -> tuple[IO[bytes], dict[str, Any]]:
+        """``GET /containers/{id}/archive``: a tar of the path (spooled, rewound) and its stat.
+        With ``follow_link`` a symlink's target is fetched and its top entry renamed as the
+        link, as the docker CLI does."""
+        import tempfile
+
+        rename = None
+        source = path
+        if follow_link:
+            link = self._head_stat(ref, path)
+            if link.get("linkTarget"):
+                source = link["linkTarget"]
+        response = self.api.stream("GET", f"/containers/{_q(ref)}/archive", {"path": source})
+        info = _path_stat({k.lower(): v for k, v in response.getheaders()})
+        out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=32 << 20)  # type: ignore[assignment]
+        try:
+            _copy_response(response, out)
+            out.seek(0)
+            if source != path:
+                import posixpath
+
+                from pyengine.containers.changes import rebase_tar
+
+                rename = (info["name"], posixpath.basename(posixpath.normpath("/" + path)) or "/")
+                renamed = rebase_tar(out, "", rename=rename)
+                out.close()
+                out = renamed
+                info = dict(info, name=rename[1])
+        except BaseException:
+            out.close()
+            raise
+        return out, info
+
+    def copy_to(self, ref: str, dest_dir: str, tar_stream: IO[bytes], copy_uid_gid: bool = False) -> None:
+        """``PUT /containers/{id}/archive``: the tar extracted into the directory ``dest_dir``."""
+        self.api.request("PUT", f"/containers/{_q(ref)}/archive", {"path": dest_dir, "copyUIDGID": copy_uid_gid},
+                         body=tar_stream, headers={"Content-Type": "application/x-tar"})
+
+
+def _path_stat(headers: dict[str, str]) -> dict[str, Any]:
+    """The ``X-Docker-Container-Path-Stat`` header: base64 of Docker's path stat JSON."""
+    raw = headers.get("x-docker-container-path-stat")
+    if not raw:
+        raise PyEngineError("the daemon did not send the path's stat (X-Docker-Container-Path-Stat)")
+    try:
+        info = json.loads(base64.b64decode(raw + "=" * (-len(raw) % 4)))
+    except ValueError:
+        raise PyEngineError("the daemon sent a path stat that is not base64 JSON") from None
+    if not isinstance(info, dict) or not isinstance(info.get("mode"), int):
+        raise PyEngineError(f"the daemon sent a path stat without a mode: {info!r}")
+    info.setdefault("name", "")
+    info.setdefault("linkTarget", "")
+    return info
+
+
+def _copy_response(response: Any, out: IO[bytes]) -> None:
+    try:
+        while True:
+            data = response.read(1 << 20)
+            if not data:
+                break
+            out.write(data)
+    finally:
+        response.close()
+
+
 class _Waiter:
     """``POST /containers/{id}/wait`` sent before the start (so no exit can be missed), its
     answer read in a thread while the output is relayed."""
@@ -380,7 +492,68 @@ class RemoteImages:
         return aux
 
     def search(self, term: str, limit: int = 25) -> list[dict[str, Any]]:
-        return self.api.json("GET", "/images/search", {"term": term, "limit": limit})
+        """``GET /images/search``: Docker's entries (``name``, ``description``, ``star_count``,
+        ``is_official``); the daemon may not know each repository's tags."""
+        first, sep, _ = term.partition("/")
+        host = first if sep and ("." in first or ":" in first or first == "localhost") else "docker.io"
+        return self.api.json("GET", "/images/search", {"term": term, "limit": limit},
+                             headers=_registry_auth(host)) or []
+
+    # -- builds --------------------------------------------------------------------------------
+    #: the archive formats ``save`` can fetch: ``GET /images/get`` sends docker-archive only
+    save_formats = ("docker-archive",)
+
+    def build(self, context: str | IO[bytes], options: Any, *, dockerfile: str | None = None,
+              dockerfile_text: str | None = None, quiet: bool = False,
+              on_event: Callable[[str, str], None] | None = None) -> str:
+        """``POST /build`` (the legacy builder's protocol) with the context as a tar (a
+        directory's honouring its ``.dockerignore``); each ``stream`` line to ``on_event`` as
+        ``("output", text)``; the image's ID from the final ``aux``."""
+        from pyengine.client.transport import StreamError
+
+        if options.secrets:
+            raise UsageError("--secret is not offered by the daemon's build API (POST /build); build without it "
+                             "or on this machine's engine")
+        if isinstance(context, str):
+            body, name = context_tar(context, dockerfile, dockerfile_text)
+        else:
+            body, name = context, dockerfile or "Dockerfile"
+        query = {"t": list(options.tags), "dockerfile": name, "q": quiet, "nocache": options.no_cache,
+                 "pull": options.pull, "rm": True, "target": options.target or None,
+                 "networkmode": options.network or None, "extrahosts": ",".join(options.extra_hosts) or None,
+                 "buildargs": json.dumps(options.build_args) if options.build_args else None,
+                 "labels": json.dumps(options.labels) if options.labels else None}
+        image_id = ""
+        last = ""
+        try:
+            for event in self.api.json_stream("POST", "/build", query, body=body,
+                                              headers={"Content-Type": "application/x-tar"}):
+                aux = event.get("aux")
+                if isinstance(aux, dict) and aux.get("ID"):
+                    image_id = aux["ID"]
+                    continue
+                text = event.get("stream")
+                if isinstance(text, str) and text:
+                    last = text.strip() or last
+                    if on_event is not None and not quiet:
+                        on_event("output", text)
+        except StreamError as exc:
+            raise BuildFailed(str(exc)) from None
+        finally:
+            if isinstance(context, str):
+                body.close()
+        if not image_id:
+            # a daemon that sends no aux (an old one) ends with "Successfully built ID" or, with
+            # -q, the ID alone
+            image_id = last.rsplit(" ", 1)[-1] if last.startswith(("Successfully built", "sha256:")) else ""
+        if not image_id:
+            raise PyEngineError("the daemon did not say which image it built")
+        return image_id
+
+    def prune_build_cache(self) -> dict[str, Any]:
+        """``POST /build/prune``."""
+        answer = self.api.json("POST", "/build/prune") or {}
+        return {"CachesDeleted": answer.get("CachesDeleted") or [], "SpaceReclaimed": answer.get("SpaceReclaimed") or 0}
 
     def login(self, server: str, username: str, password: str) -> str:
         from pyengine.registry import auth
@@ -388,6 +561,80 @@ class RemoteImages:
         answer = self.api.json("POST", "/auth", body={"username": username, "password": password,
                                                       "serveraddress": auth.normalise_host(server)})
         return (answer or {}).get("Status") or "Login Succeeded"
+
+
+class BuildFailed(PyEngineError):
+    """A step of a daemon's build failed (the local build's exit status, 1)."""
+
+    exit_code = 1
+
+
+def context_tar(context: str, dockerfile: str | None = None,
+                dockerfile_text: str | None = None) -> tuple[IO[bytes], str]:
+    """The build context of directory ``context`` as a tar (spooled, rewound) and the
+    Dockerfile's name in it, as the docker CLI sends them: what ``.dockerignore`` (or
+    ``<Dockerfile>.dockerignore``) excludes is left out, except the Dockerfile and the ignore
+    file themselves; a Dockerfile outside the context, or given as text, goes in as
+    ``.dockerfile.<random>``."""
+    import secrets
+    import tarfile
+    import tempfile
+
+    from pyengine.build.context import BuildContext
+    from pyengine.build.dockerignore import find_dockerignore
+
+    path = None if dockerfile_text is not None else os.path.abspath(dockerfile or os.path.join(context, "Dockerfile"))
+    ctx = BuildContext.from_directory(context, path)
+    if path is not None and not os.path.isfile(path):
+        raise NotFound(f"unable to prepare context: the Dockerfile {dockerfile or os.path.join(context, 'Dockerfile')} "
+                       "does not exist")
+    root = ctx.root
+    ignore_file = find_dockerignore(root, path)
+
+    def inside(host_path: str) -> str | None:
+        rel = os.path.relpath(os.path.realpath(host_path), root)
+        return None if rel == ".." or rel.startswith("../") else rel.replace(os.sep, "/")
+
+    name = inside(path) if path is not None else None
+    extra: dict[str, str] = {}  # name in the tar -> file on this machine
+    if name is None:
+        name = f".dockerfile.{secrets.token_hex(10)}"
+        if path is not None:
+            extra[name] = path
+            if ignore_file is not None and inside(str(ignore_file)) is None:
+                extra[name + ".dockerignore"] = str(ignore_file)
+    out: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=32 << 20)  # type: ignore[assignment]
+
+    def plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uname = info.gname = ""
+        return info
+
+    try:
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            sent = set()
+            for entry in ctx.walk():
+                tar.add(entry.path, arcname=entry.relpath, recursive=False, filter=plain)
+                sent.add(entry.relpath)
+            always = [rel for rel in (name, inside(str(ignore_file)) if ignore_file else None) if rel]
+            for rel in always:
+                if rel not in sent and rel not in extra and os.path.lexists(os.path.join(root, rel)):
+                    tar.add(os.path.join(root, rel), arcname=rel, recursive=False, filter=plain)
+            for arcname, host_path in extra.items():
+                tar.add(host_path, arcname=arcname, recursive=False, filter=plain)
+            if dockerfile_text is not None:
+                import io
+
+                data = dockerfile_text.encode()
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+    except BaseException:
+        out.close()
+        raise
+    finally:
+        ctx.close()
+    out.seek(0)
+    return out, name
 
 
 def _split_repo_tag(ref: str | None) -> tuple[str | None, str | None]:
@@ -472,6 +719,20 @@ class RemoteSystem:
 
     def disk_usage(self) -> dict[str, Any]:
         return self.api.json("GET", "/system/df")
+
+    def events(self, since_ns: int | None = None, until_ns: int | None = None,
+               filters: dict[str, list[str]] | None = None) -> Iterator[dict[str, Any]]:
+        """``GET /events``: the daemon's events, as they come (until ``until_ns``)."""
+        yield from self.api.json_stream("GET", "/events", {
+            "since": _unix(since_ns), "until": _unix(until_ns), "filters": _filters(filters)})
+
+
+def _unix(time_ns: int | None) -> str | None:
+    """A time as the docker CLI sends ``since``/``until``: ``SECONDS.NANOSECONDS``."""
+    if time_ns is None:
+        return None
+    seconds, nanos = divmod(time_ns, 1_000_000_000)
+    return f"{seconds}.{nanos:09d}"
 
 
 class RemoteEngine:

@@ -25,13 +25,22 @@ from pyengine.errors import Conflict, NotFound, PyEngineError, UsageError
 CLIENT_API_VERSION = "1.45"
 MIN_API_VERSION = "1.24"
 
-__all__ = ["STDERR", "STDIN", "STDOUT", "DaemonUnreachable", "Hijacked", "TlsOptions", "Transport"]
+__all__ = ["STDERR", "STDIN", "STDOUT", "DaemonUnreachable", "Hijacked", "StreamError", "TlsOptions", "Transport"]
 
 
 class DaemonUnreachable(PyEngineError):
     """No daemon answers at the given address."""
 
     exit_code = 1
+
+
+class StreamError(PyEngineError):
+    """An error line in a daemon's JSON stream (``{"error", "errorDetail": {"code"}}``): the
+    work failed after the answer had begun."""
+
+    def __init__(self, message: str, code: Any = None) -> None:
+        super().__init__(message)
+        self.code = code if isinstance(code, int) else None
 
 
 @dataclass(frozen=True)
@@ -136,13 +145,15 @@ def error_message(status: int, body: bytes) -> str:
 
 
 def raise_for_status(status: int, body: bytes) -> None:
-    """The local engine's error for a daemon's error answer (404, 409, 400, else any)."""
+    """The local engine's error for a daemon's error answer (404, 403 and 409, 400, else any)."""
     if status < 400:
         return
     message = error_message(status, body)
     if status == 404:
         raise NotFound(message)
-    if status == 409:
+    if status in (403, 409):
+        # dockerd's 403 is an operation refused by its rules (a predefined network, an
+        # authorization plugin), as this engine refuses it with a Conflict
         raise Conflict(message)
     if status == 400:
         raise UsageError(message)
@@ -440,7 +451,7 @@ def read_json_lines(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
             buffer = buffer[end:]
             if isinstance(obj, dict) and obj.get("error"):
                 detail = obj.get("errorDetail") or {}
-                raise PyEngineError(str(detail.get("message") or obj["error"]))
+                raise StreamError(str(detail.get("message") or obj["error"]), detail.get("code"))
             if isinstance(obj, dict):
                 yield obj
     if buffer.strip():
