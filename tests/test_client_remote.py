@@ -428,3 +428,78 @@ def test_network_commands_and_port_on_a_bridge_in_a_test_host(engine_env: Engine
         finally:
             host.close()
     assert set(os.listdir("/sys/class/net")) == machine_links, "links were made outside the test host"
+
+
+def _read_until(fd: int, needle: bytes, timeout: float = 20) -> bytes:
+    import select
+
+    data = b""
+    deadline = time.monotonic() + timeout
+    while needle not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no {needle!r} in {data!r}")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: the other side is closed
+                chunk = b""
+            if not chunk:
+                raise AssertionError(f"the terminal closed before {needle!r}: {data!r}")
+            data += chunk
+    return data
+
+
+def _set_window(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def test_exec_detached_options_and_refusals_through_the_daemon(engine_env: EngineEnv, daemon) -> None:
+    engine_env.run("run", "-d", "--name", "ex", "busybox", "sleep", "300", check=True)
+    assert engine_env.run("exec", "-d", "ex", "sh", "-c", "sleep 0.2; echo bg > /bg", check=True).stdout == ""
+    _wait_for(lambda: daemon.docker("exec", "ex", "cat", "/bg").stdout == "bg\n", "the detached exec's file")
+    shown = engine_env.run("exec", "-e", "GREETING=hi", "-w", "/tmp", "-u", "65534", "ex", "sh", "-c",
+                           "echo $GREETING $(pwd) $(id -u)", check=True)
+    assert shown.stdout == "hi /tmp 65534\n"
+    split = engine_env.run("exec", "ex", "sh", "-c", "echo out; echo err >&2")
+    assert (split.stdout, split.stderr) == ("out\n", "err\n")
+    engine_env.run("stop", "-t", "0", "ex", check=True)
+    stopped = engine_env.run("exec", "ex", "true")
+    assert "is not running" in one_line_error(stopped, 1)
+    assert "No such container: nobody" in one_line_error(engine_env.run("exec", "nobody", "true"), 1)
+
+
+def test_exec_tty_through_a_pty_is_raw_and_follows_the_window(engine_env: EngineEnv, daemon) -> None:
+    import pty
+    import signal
+    import termios
+
+    engine_env.run("run", "-d", "--name", "tty", "busybox", "sleep", "300", check=True)
+    master, slave = pty.openpty()
+    _set_window(slave, 30, 100)
+    process = subprocess.Popen([sys.executable, "-m", "pyengine", "exec", "-it", "tty", "sh", "-c",
+                                "stty size; read line; stty size; echo got:$line; exit 7"],
+                               env=engine_env.env, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    try:
+        assert b"30 100" in _read_until(master, b"30 100")
+        # our side of the terminal is raw while the exec runs: no echo, no line editing here
+        assert not termios.tcgetattr(slave)[3] & termios.ECHO
+        _set_window(master, 40, 120)
+        process.send_signal(signal.SIGWINCH)
+        time.sleep(1)  # the resize reaches the daemon (POST /exec/{id}/resize) before the line
+        os.write(master, b"hello\r")
+        rest = _read_until(master, b"got:hello")
+        assert b"40 120" in rest, rest
+        assert process.wait(timeout=30) == 7
+        assert termios.tcgetattr(slave)[3] & termios.ECHO, "the terminal's modes are restored"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+        os.close(slave)

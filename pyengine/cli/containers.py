@@ -707,33 +707,13 @@ def volume_prune(state: CliState, force: bool) -> None:
 def exec_(state: CliState, container: str, command: tuple[str, ...], detach: bool, interactive: bool, tty: bool,
           user: str | None, env: tuple[str, ...], workdir: str | None, privileged: bool) -> None:
     """Run a command in a running container; exit with its exit code."""
-    from pyengine.containers.exec import relay
-
-    engine = _containers(state)
-    # The process gets pipes (or a pty) of the engine's, never this command's own stdio: a
-    # container must not read back, seek or truncate the file a user redirected us to.
-    session = engine.exec(container, list(command), user=user, env=_env(env, ()), workdir=workdir, tty=tty,
-                          privileged=privileged, interactive=interactive, detach=detach,
-                          console_size=_terminal_size() if tty else None)
+    # Locally the process gets pipes (or a pty) of the engine's, never this command's own
+    # stdio: a container must not read back, seek or truncate the file a user redirected us
+    # to. Through a daemon it is POST /containers/{id}/exec and a hijacked /exec/{id}/start.
+    code = state.containers().exec(container, list(command), user=user, env=_env(env, ()), workdir=workdir,
+                                   tty=tty, privileged=privileged, interactive=interactive, detach=detach)
     if detach:
-        session.close()
         return
-    if tty:
-        from pyengine.cli.attach_client import relay_pty
-
-        code = relay_pty(session, interactive)
-    else:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        code = relay(session, sys.stdin.fileno() if interactive else None, sys.stdout.fileno(), sys.stderr.fileno())
     state.close()
     sys.stdout.flush()
     os._exit(code)
-
-
-def _terminal_size() -> tuple[int, int] | None:
-    try:
-        cols, rows = os.get_terminal_size(sys.stdout.fileno())
-    except OSError:
-        return None
-    return rows, cols
