@@ -14,6 +14,13 @@ def stat_fields(pid: int) -> list[str]:
         return f.read().rsplit(")", 1)[1].split()
 
 
+def start_time(pid: int) -> int:
+    """When ``pid`` started, in clock ticks after boot (field 22): with the pid, it names one
+    process; the kernel gives a freed pid to a later process, never the same start time.
+    OSError when the process is gone."""
+    return int(stat_fields(pid)[19])
+
+
 def parent_of(pid: int) -> int:
     return int(stat_fields(pid)[1])
 

@@ -232,7 +232,7 @@ def test_exec_gives_the_container_pipes_not_the_callers_file(engine: EngineEnv, 
     if not served:
         engine.env["PYENGINE_FORK_SERVER"] = "0"
     out = _host_file(tmp_path / "hostfile")
-    assert _run_with_file_stdio(engine, out, "exec", "box", "sh", "-c", _FD_PROBE) == 0
+    assert _run_with_file_stdio(engine, out, "exec", "box", "sh", "-c", _FD_PROBE) == 0, out.read_text()
     assert _assert_not_reachable(out)[0] == "/dev/null"
 
 
@@ -244,7 +244,7 @@ def test_exec_interactive_stdin_is_a_pipe_and_still_delivers(engine: EngineEnv, 
     with open(source, "r+b") as stdin:  # read-write: a container must not be able to write it either
         code = _run_with_file_stdio(engine, out, "exec", "-i", "box", "sh", "-c",
                                     "wc -c; tail -n 1; " + _FD_PROBE, stdin=stdin.fileno())
-    assert code == 0
+    assert code == 0, out.read_text()
     assert _assert_not_reachable(out)[0].startswith("pipe:[")
     assert source.read_bytes().startswith(b"line one\n")
     text = out.read_text()
@@ -254,7 +254,7 @@ def test_exec_interactive_stdin_is_a_pipe_and_still_delivers(engine: EngineEnv, 
 def test_exec_tty_gives_a_pty_not_the_callers_file(engine: EngineEnv, tmp_path: Path) -> None:
     engine.run("run", "-d", "--name", "box", "busybox", "sleep", "60", check=True)
     out = _host_file(tmp_path / "hostfile")
-    assert _run_with_file_stdio(engine, out, "exec", "-t", "box", "sh", "-c", _FD_PROBE) == 0
+    assert _run_with_file_stdio(engine, out, "exec", "-t", "box", "sh", "-c", _FD_PROBE) == 0, out.read_text()
     _assert_not_reachable(out, tty=True)
 
 
@@ -286,13 +286,14 @@ def test_attached_run_gives_the_container_pipes(engine: EngineEnv, tmp_path: Pat
     else:
         flags = ["-i"] if mode == "run-interactive" else []
         code = _run_with_file_stdio(engine, out, "run", "--rm", *flags, "busybox", "sh", "-c", _FD_PROBE)
-    assert code == 0
+    assert code == 0, out.read_text()
     _assert_not_reachable(out)
 
 
 def test_detached_run_gives_the_container_pipes(engine: EngineEnv, tmp_path: Path) -> None:
     out = _host_file(tmp_path / "hostfile")
-    assert _run_with_file_stdio(engine, out, "run", "-d", "--name", "bg", "busybox", "sh", "-c", _FD_PROBE) == 0
+    code = _run_with_file_stdio(engine, out, "run", "-d", "--name", "bg", "busybox", "sh", "-c", _FD_PROBE)
+    assert code == 0, out.read_text()
     assert engine.run("wait", "bg", check=True).stdout.strip() == "0"
     logs = engine.run("logs", "bg", check=True).stdout.splitlines()
     links = _links(logs)
@@ -349,3 +350,44 @@ def test_exec_verb_records_and_inspect_shape(engine: EngineEnv) -> None:
     engine.run("rm", "box", check=True)
     with pytest.raises(NotFound):
         store.load(exec_id)
+
+
+# -- pid reuse (item 8) ------------------------------------------------------------------------
+def _start_time(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def test_a_reused_monitor_pid_is_not_a_live_monitor(engine: EngineEnv) -> None:
+    """A record names a monitor and a container process by pid; after a reboot or a long time
+    those numbers belong to other processes. The recorded start times tell them apart: the
+    container is reconciled as exited, and the unrelated process is not killed."""
+    cid = engine.run("run", "-d", "--name", "gone", "busybox", "true", check=True).stdout.strip()
+    assert engine.run("wait", cid, check=True).stdout.strip() == "0"
+    strangers = [subprocess.Popen(["sleep", "60"]) for _ in range(2)]
+    try:
+        path = engine.data_root / "containers" / cid / "state.json"
+        state = json.loads(path.read_text())
+        state.update(status="running", monitor_pid=strangers[0].pid, pid=strangers[1].pid,
+                     monitor_start_time=_start_time(strangers[0].pid) - 1000,
+                     pid_start_time=_start_time(strangers[1].pid) - 1000)
+        path.write_text(json.dumps(state))
+        doc = json.loads(engine.run("inspect", "gone", check=True).stdout)[0]["State"]
+        assert doc["Status"] == "exited" and doc["Pid"] == 0, doc
+        assert "monitor died" in doc["Error"]
+        for stranger in strangers:
+            assert stranger.poll() is None, "reconcile killed an unrelated process that got the pid"
+        engine.run("rm", "gone", check=True)
+    finally:
+        for stranger in strangers:
+            stranger.kill()
+            stranger.wait()
+
+
+def test_a_running_container_records_its_start_times_and_stays_running(engine: EngineEnv) -> None:
+    cid = engine.run("run", "-d", "--name", "alive", "busybox", "sleep", "60", check=True).stdout.strip()
+    time.sleep(1.5)  # past the hand-over to pyengine-shim: the same process, the same start time
+    state = json.loads((engine.data_root / "containers" / cid / "state.json").read_text())
+    assert state["monitor_start_time"] == _start_time(state["monitor_pid"])
+    assert state["pid_start_time"] == _start_time(state["pid"])
+    doc = json.loads(engine.run("inspect", "alive", check=True).stdout)[0]["State"]
+    assert doc["Running"] and doc["Pid"] == state["pid"]

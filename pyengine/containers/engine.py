@@ -227,15 +227,15 @@ class Containers:
         """A container marked running whose monitor is gone ended with its monitor: record it
         as exited and release what the monitor held."""
         state = record.state
-        if state.status not in ("running", "paused", "restarting") or pid_alive(state.monitor_pid):
+        if state.status not in ("running", "paused", "restarting") or state.monitor_alive():
             return record
-        if state.pid and pid_alive(state.pid):
+        if state.pid and state.process_alive():  # by start time: never a stranger with its pid
             try:
                 os.kill(state.pid, signals.SIGKILL)
             except ProcessLookupError:
                 pass
             for _ in range(100):
-                if not pid_alive(state.pid):
+                if not state.process_alive():
                     break
                 time.sleep(0.01)
         log.info("container.reconciled", container=record.id, monitor=state.monitor_pid)
@@ -347,7 +347,7 @@ class Containers:
         while True:
             record = self.store.load(container_id)
             record = self.reconcile(record)
-            if not record.state.running and not pid_alive(record.state.monitor_pid):
+            if not record.state.running and not record.state.monitor_alive():
                 return True
             if record.state.status == "exited" and not record.state.monitor_pid:
                 return True
@@ -383,7 +383,7 @@ class Containers:
                 return self._removed_exit_code(container_id, code)
             state = record.state
             code = state.exit_code
-            done = not state.running and not pid_alive(state.monitor_pid)
+            done = not state.running and not state.monitor_alive()
             if condition == "not-running" and done:
                 return code
             if condition == "next-exit" and state.status != "running" and (
@@ -460,8 +460,11 @@ class Containers:
         """Before removing a damaged container: kill what its state says may still run (with
         ``force``) and release its networks, cgroups and rootfs mount by its ID."""
         from pyengine.containers.networking import leave_networks
+        from pyengine.containers.store import process_alive
 
-        alive = [pid for pid in (record.state.monitor_pid, record.state.pid) if pid_alive(pid)]
+        s = record.state
+        alive = [pid for pid, started in ((s.monitor_pid, s.monitor_start_time), (s.pid, s.pid_start_time))
+                 if process_alive(pid, started)]
         if alive and not force:
             raise Conflict(f"cannot remove damaged container {record.id}: its processes may still run: "
                            "force remove")
@@ -517,7 +520,7 @@ class Containers:
         from pyengine.containers import attach
 
         record = self.get(ref)
-        if not record.state.running or not pid_alive(record.state.monitor_pid):
+        if not record.state.running or not record.state.monitor_alive():
             raise Conflict(f"Container {record.id} is not running")
         try:
             return attach.connect(str(self.store.run_path(record.id)))

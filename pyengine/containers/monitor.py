@@ -160,6 +160,9 @@ class Monitor:
                     if fd is not None:
                         os.close(fd)
             state.status, state.pid, state.monitor_pid = "running", self.process.pid, os.getpid()
+            # with the pids, when they started: a pid reused later is not ours (reconcile)
+            state.pid_start_time = _start_time(self.process.pid)
+            state.monitor_start_time = _start_time(os.getpid())
             state.started_at, state.error, state.oom_killed = now_iso(), "", False
             self.store.save_state(self.id, state)
         self.containers.emit(record, "start")
@@ -359,7 +362,7 @@ class Monitor:
         oom = self.containers.oom_killed(record)
         with self.store.container_lock(self.id):
             state = self.store.load(self.id).state
-            state.status, state.exit_code, state.pid = "exited", exit_code, 0
+            state.status, state.exit_code, state.pid, state.pid_start_time = "exited", exit_code, 0, 0
             state.oom_killed, state.finished_at = oom, now_iso()
             self.store.save_state(self.id, state)
         self.containers.release_runtime(record)
@@ -372,7 +375,7 @@ class Monitor:
         record = self.store.load(self.id)
         with self.store.container_lock(self.id):
             state = self.store.load(self.id).state
-            state.status, state.exit_code, state.pid = "exited", exc.exit_code, 0
+            state.status, state.exit_code, state.pid, state.pid_start_time = "exited", exc.exit_code, 0, 0
             state.error, state.finished_at = str(exc), now_iso()
             self.store.save_state(self.id, state)
         self.containers.release_runtime(record)
@@ -381,7 +384,7 @@ class Monitor:
         record = self.store.load(self.id)
         with self.store.container_lock(self.id):
             state = self.store.load(self.id).state
-            state.monitor_pid = 0
+            state.monitor_pid = state.monitor_start_time = 0
             self.store.save_state(self.id, state)
         if self.listener is not None:
             self.listener.close()
@@ -390,6 +393,15 @@ class Monitor:
                 self.containers.remove(self.id, force=True, from_monitor=True)
             except PyEngineError as exc:
                 log.warning("container.autoremove_failed", container=self.id, reason=str(exc))
+
+
+def _start_time(pid: int) -> int:
+    from pyengine.procfs import start_time
+
+    try:
+        return start_time(pid)
+    except OSError:  # gone already; 0 is "not known": the pid alone is then checked
+        return 0
 
 
 def _parse_size(text: str) -> int:

@@ -52,10 +52,23 @@ class ContainerState:
     finished_at: str = ""
     restart_count: int = 0
     stop_requested: bool = False
+    #: when ``monitor_pid`` and ``pid`` started (``procfs.start_time``, recorded with them; 0 in
+    #: records of older engines): a pid the kernel has since given to another process is not
+    #: the monitor's, nor the container's
+    monitor_start_time: int = 0
+    pid_start_time: int = 0
 
     @property
     def running(self) -> bool:
         return self.status in ("running", "paused", "restarting")
+
+    def monitor_alive(self) -> bool:
+        """True when the recorded monitor runs: its pid lives with its recorded start time."""
+        return process_alive(self.monitor_pid, self.monitor_start_time)
+
+    def process_alive(self) -> bool:
+        """True when the recorded container process (PID 1) runs, by pid and start time."""
+        return process_alive(self.pid, self.pid_start_time)
 
 
 @dataclass
@@ -196,6 +209,7 @@ class ContainerStore:
         if not path.is_dir():  # removed while it was read (remove_record renames it away whole)
             raise NotFound(f"no such container: {container_id}")
         damaged = ContainerState(status=DAMAGED, pid=state.pid, monitor_pid=state.monitor_pid,
+                                 monitor_start_time=state.monitor_start_time, pid_start_time=state.pid_start_time,
                                  exit_code=state.exit_code, started_at=state.started_at,
                                  finished_at=state.finished_at,
                                  error=f"{problem}; remove it with `pyengine rm -f {container_id}`")
@@ -418,12 +432,20 @@ def _valid_state(data: Any) -> ContainerState:
 
 
 def pid_alive(pid: int) -> bool:
-    """True when ``pid`` exists and is not a zombie."""
+    """True when ``pid`` exists and is not a zombie (whichever process has it now: see
+    ``process_alive``)."""
+    return process_alive(pid)
+
+
+def process_alive(pid: int, start_time: int = 0) -> bool:
+    """True when ``pid`` exists, is not a zombie and, with ``start_time`` (0: not known),
+    started then: it is still the process recorded, not a later one that got its pid."""
     if pid <= 0:
         return False
     from pyengine.procfs import stat_fields
 
     try:
-        return stat_fields(pid)[0] != "Z"
+        fields = stat_fields(pid)
     except (FileNotFoundError, ProcessLookupError):
         return False
+    return fields[0] != "Z" and (not start_time or int(fields[19]) == start_time)

@@ -21,6 +21,7 @@ import signal
 import stat
 import struct
 import termios
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -254,19 +255,26 @@ def _fork_nondumpable() -> int:
     could open its /proc/<pid>/exe (the host's interpreter, the CVE-2019-5736 pattern), fd/
     or mem. Dumpability is inherited through fork, so the parent drops it around the fork
     (a flag set in the child would leave a window); execve of the container's program (a
-    readable, non-setuid file) makes the child dumpable again, as runc's init does."""
-    was_dumpable = k.get_dumpable()
-    if was_dumpable:
-        k.set_dumpable(False)
-    try:
-        pid = os.fork()
-    except BaseException:
+    readable, non-setuid file) makes the child dumpable again, as runc's init does.
+
+    Dumpability is the whole process's: in a threaded caller (the daemon) one lock keeps a
+    thread from restoring it while another forks."""
+    with _DUMPABLE_LOCK:
+        was_dumpable = k.get_dumpable()
         if was_dumpable:
+            k.set_dumpable(False)
+        try:
+            pid = os.fork()
+        except BaseException:
+            if was_dumpable:
+                k.set_dumpable(True)
+            raise
+        if pid != 0 and was_dumpable:
             k.set_dumpable(True)
-        raise
-    if pid != 0 and was_dumpable:
-        k.set_dumpable(True)
     return pid
+
+
+_DUMPABLE_LOCK = threading.Lock()
 
 
 def _await_exec(process: Process, err_r: int) -> None:
