@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import registry_fixtures as rf
@@ -503,3 +504,167 @@ def test_exec_tty_through_a_pty_is_raw_and_follows_the_window(engine_env: Engine
             process.wait()
         os.close(master)
         os.close(slave)
+
+
+# -- podman's Docker-compatible service as the daemon -------------------------------------------
+_PODMAN_ENTER = r"""
+import json, os, sys
+args = json.loads(sys.argv[1])
+for procs in args["procs"]:  # into the test's own cgroups first: they become the namespace's roots
+    with open(procs, "w") as f:
+        f.write(str(os.getpid()))
+os.execvp("unshare", ["unshare", "--mount", "--cgroup", "--propagation", "private", sys.executable, "-c",
+                      args["remount"], sys.argv[1]])
+"""
+
+_PODMAN_REMOUNT = r"""
+import json, os, subprocess, sys
+args = json.loads(sys.argv[1])
+# cgroup file systems mounted afresh in the new cgroup namespace show its root, the test's own
+# cgroup: whatever podman, conmon and runc make (libpod_parent/...) lands below it
+subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", "/sys/fs/cgroup"], check=True)
+for point, fstype, options in args["mounts"]:
+    os.makedirs(point, exist_ok=True)
+    subprocess.run(["mount", "-t", fstype, *(["-o", options] if options else []), fstype, point], check=True)
+os.execvp(args["podman"][0], args["podman"])
+"""
+
+
+def _cgroup_mounts() -> list[tuple[str, str, str]]:
+    """(mount point, fstype, options) of each cgroup hierarchy under /sys/fs/cgroup."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            point = left.split()[4]
+            fstype, _, super_options = right.split()[:3]
+            if fstype in ("cgroup", "cgroup2") and point.startswith("/sys/fs/cgroup/"):
+                options = ",".join(o for o in super_options.split(",") if o not in ("rw", "ro"))
+                if options.startswith("name="):
+                    options = "none," + options
+                found.append((point, fstype, options))
+    return found
+
+
+def _own_cgroup(fstype: str, options: str) -> str:
+    wanted = {o for o in options.split(",") if o != "none"}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
+            if fstype == "cgroup2" and hierarchy == "0":
+                return path
+            if fstype == "cgroup" and controllers and set(controllers.split(",")) == wanted:
+                return path
+    raise AssertionError(f"no cgroup of this process for {fstype} {options}")
+
+
+class PodmanService:
+    """``podman system service`` on temp roots, in a mount and cgroup namespace of its own whose
+    cgroup roots are a ``pyengine/podman-*`` child of the test's own cgroups."""
+
+    def __init__(self) -> None:
+        import secrets
+        import tempfile
+
+        # podman refuses a run root of 50 characters or more: pytest's temp dirs are longer
+        base = self.base = Path(tempfile.mkdtemp(prefix="pyengine-podman-", dir="/tmp"))
+        self.socket_path = base / "podman.sock"
+        self.cgroups: list[Path] = []
+        self.log = open(base / "podman.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process: subprocess.Popen | None = None
+        try:
+            self._start(base, f"podman-{secrets.token_hex(4)}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, base: Path, name: str) -> None:
+        for point, fstype, options in _cgroup_mounts():
+            top = Path(point + _own_cgroup(fstype, options).rstrip("/")) / "pyengine"
+            for level in (top, top / name):
+                if not level.exists():
+                    level.mkdir()
+                    if (level / "cpuset.cpus").exists():  # a v1 cpuset takes no task before these
+                        for key in ("cpuset.cpus", "cpuset.mems"):
+                            (level / key).write_text((level.parent / key).read_text())
+            self.cgroups.append(top / name)
+        for sub in ("root", "runroot", "tmp"):
+            (base / sub).mkdir(parents=True)
+        podman = ["podman", "--root", str(base / "root"), "--runroot", str(base / "runroot"), "--tmpdir",
+                  str(base / "tmp"), "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend",
+                  "file", "system", "service", "--time", "0", f"unix://{self.socket_path}"]
+        args = {"procs": [str(c / "cgroup.procs") for c in self.cgroups], "remount": _PODMAN_REMOUNT,
+                "mounts": _cgroup_mounts(), "podman": podman}
+        self.process = subprocess.Popen([sys.executable, "-c", _PODMAN_ENTER, json.dumps(args)],
+                                        stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        from daemon_support import wait_for_socket
+
+        wait_for_socket(self.socket_path, self.process, base / "podman.log")
+
+    def stop(self) -> None:
+        """SIGTERM the service (its pid: unshare and the launcher exec'd it), kill what is left
+        in its cgroups by pid, remove the cgroups; its mounts go with its mount namespace."""
+        import shutil
+        import signal
+
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        for _ in range(100):
+            left = [int(pid) for cgroup in self.cgroups for procs in cgroup.rglob("cgroup.procs")
+                    for pid in procs.read_text().split()]
+            if not left:
+                break
+            for pid in left:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        for cgroup in self.cgroups:
+            for directory in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                directory.rmdir()
+            cgroup.rmdir()
+        left_mounted = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                        if line.split()[4].startswith(str(self.base))]
+        for point in reversed(left_mounted):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+        if not left_mounted:
+            shutil.rmtree(self.base)
+        assert not left_mounted, left_mounted
+
+
+@pytest.mark.root
+def test_pyengine_drives_podmans_docker_compatible_service(engine_env: EngineEnv, tmp_path) -> None:
+    need_root()
+    need_tool("podman", "runc", "unshare")
+    engine_env.run("import", str(busybox_rootfs_tar(tmp_path)), "busybox:latest", check=True)
+    archive = tmp_path / "busybox-archive.tar"
+    engine_env.run("save", "-o", str(archive), "busybox:latest", check=True)
+    service = PodmanService()
+    env = dict(engine_env.env, PYENGINE_HOST=f"unix://{service.socket_path}")
+
+    def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return engine_env.run(*args, env=env, check=check)
+
+    try:
+        lines = cli("version").stdout.splitlines()
+        assert " API version:       1.41 (downgraded from 1.45)" in lines, lines
+        assert " Podman Engine:" in lines and "  Version:          " + cli(
+            "version", "--format", "{{.Server.Version}}").stdout.strip() in lines
+        assert cli("images").stdout.split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+        assert cli("load", "-i", str(archive)).stdout.strip() == "Loaded image: docker.io/library/busybox:latest"
+        assert cli("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split() == [
+            "docker.io/library/busybox:latest"]
+        # no network (podman's bridge would be made on this machine) and limits this host can grant
+        ran = cli("run", "--rm", "--network", "none", "--ulimit", "nofile=20000:20000", "--ulimit",
+                  "nproc=32768:32768", "busybox", "echo", "hi")
+        assert ran.stdout == "hi\n"
+        assert cli("ps", "-aq").stdout == ""
+    finally:
+        service.stop()

@@ -128,7 +128,7 @@ class RemoteContainers:
     def list(self, all_: bool = False, filters: dict[str, list[str]] | None = None,
              limit: int | None = None) -> list[dict[str, Any]]:
         return self.api.json("GET", "/containers/json", {"all": all_, "filters": _filters(filters),
-                                                         "limit": limit or None})
+                                                         "limit": limit or None}) or []
 
     def inspect(self, ref: str) -> dict[str, Any]:
         return self.api.json("GET", f"/containers/{_q(ref)}/json")
@@ -389,13 +389,14 @@ class RemoteImages:
         self.api = api
 
     def list(self, filters: dict[str, list[str]] | None = None, all_: bool = False) -> list[dict[str, Any]]:
-        return self.api.json("GET", "/images/json", {"all": all_, "filters": _filters(filters), "digests": True})
+        # no ``digests``: RepoDigests always come (podman's service answers nothing to it)
+        return self.api.json("GET", "/images/json", {"all": all_, "filters": _filters(filters)}) or []
 
     def inspect(self, ref: str) -> dict[str, Any]:
         return self.api.json("GET", f"/images/{_q(ref)}/json")
 
     def history(self, ref: str) -> list[dict[str, Any]]:
-        return self.api.json("GET", f"/images/{_q(ref)}/history")
+        return self.api.json("GET", f"/images/{_q(ref)}/history") or []
 
     def tag(self, source: str, target: str) -> None:
         from pyengine.images.reference import parse_reference
@@ -661,7 +662,7 @@ class RemoteNetworks:
         return self.api.json("POST", "/networks/create", body=body)["Id"]
 
     def list(self) -> list[dict[str, Any]]:
-        return self.api.json("GET", "/networks")
+        return self.api.json("GET", "/networks") or []
 
     def inspect(self, name: str) -> dict[str, Any]:
         return self.api.json("GET", f"/networks/{_q(name)}")
@@ -693,7 +694,7 @@ class RemoteVolumes:
         return self.api.json("POST", "/volumes/create", body={"Name": name or "", "Labels": labels or {}})
 
     def list(self) -> list[dict[str, Any]]:
-        return self.api.json("GET", "/volumes").get("Volumes") or []
+        return (self.api.json("GET", "/volumes") or {}).get("Volumes") or []
 
     def inspect(self, name: str) -> dict[str, Any]:
         return self.api.json("GET", f"/volumes/{_q(name)}")
