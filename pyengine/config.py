@@ -56,6 +56,8 @@ SETTINGS: dict[str, Setting] = {
                 "[default: $DOCKER_CERT_PATH/ca.pem, else ~/.docker/ca.pem]"),
         Setting("tlscert", str, None, "this client's certificate [default: cert.pem beside tlscacert]"),
         Setting("tlskey", str, None, "this client's key [default: key.pem beside tlscacert]"),
+        Setting("no-new-privileges", bool, False, "no_new_privs for every container whose "
+                "--security-opt does not say otherwise (dockerd's no-new-privileges)"),
     )
 }
 
@@ -271,7 +273,7 @@ def load(path_flag: str | None, flags: Mapping[str, Any], environ: Mapping[str, 
         if flag_value is not None:
             value, source = flag_value, "flag"
         elif env_value is not None:
-            value, source = env_value, "env"
+            value, source = _env_value(setting, env_value), "env"
         elif name in data:
             value, source = data[name], f"file:{path}"
         else:
@@ -286,6 +288,20 @@ def load(path_flag: str | None, flags: Mapping[str, Any], environ: Mapping[str, 
         config.values[name] = Value(value, source)
     _check_core_tables(config)
     return config
+
+
+_ENV_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+              "off": False}
+
+
+def _env_value(setting: Setting, text: str) -> Any:
+    """A variable's text as the setting's type (only booleans need reading)."""
+    if setting.type is not bool:
+        return text
+    try:
+        return _ENV_BOOLS[text.strip().lower()]
+    except KeyError:
+        raise ConfigError(f"{setting.env}: expected a boolean (true or false), got {text!r}") from None
 
 
 def _check_core_tables(config: Config) -> None:
