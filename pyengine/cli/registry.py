@@ -1,8 +1,9 @@
 """The registry verbs: pull, push, login, logout, search.
 
 Parses, builds a client per registry (``pyengine.registry.connect``), runs the transfer
-(``pyengine.registry.transfer``) and prints like Docker: one line per layer event when stdout
-is not a terminal (on a terminal too: rich is not a dependency), nothing but the result with -q.
+(``pyengine.registry.transfer``) and prints like Docker through ``pyengine.cli.progress``: live
+per-layer bars on a terminal, one line per layer event when stdout is not one, nothing but the
+result with -q.
 """
 
 from __future__ import annotations
@@ -13,18 +14,6 @@ import click
 
 from pyengine.cli import CliState, pass_state
 from pyengine.errors import UsageError
-
-
-def _printer(quiet: bool):  # noqa: ANN202 - an on_event callback
-    """Docker's progress events as ``id: status`` lines; byte counts and aux records are not printed."""
-    if quiet:
-        return None
-
-    def show(event: dict) -> None:
-        if "progress" in event or "status" not in event:
-            return
-        click.echo(f"{event['id']}: {event['status']}" if event.get("id") else event["status"])
-    return show
 
 
 def _split_archive_ref(name: str) -> tuple[str, str] | None:
@@ -43,7 +32,11 @@ def _split_archive_ref(name: str) -> tuple[str, str] | None:
 def pull(state: CliState, platform_: str | None, all_tags: bool, quiet: bool, name: str) -> None:
     """Pull an image from a registry, an OCI layout (oci:DIR[:TAG]) or an archive
     (docker-archive:FILE, oci-archive:FILE)."""
-    for ref in state.images().pull(name, platform_, all_tags, on_event=_printer(quiet)):
+    from pyengine.cli.progress import Progress
+
+    with Progress(quiet) as progress:
+        refs = state.images().pull(name, platform_, all_tags, on_event=progress)
+    for ref in refs:
         click.echo(ref)
 
 
@@ -57,9 +50,12 @@ def pull(state: CliState, platform_: str | None, all_tags: bool, quiet: bool, na
 def push(state: CliState, quiet: bool, chunk_size: int | None, name: str, destination: str | None) -> None:
     """Push an image to a registry: NAME[:TAG] [DESTINATION]; DESTINATION may also be
     oci:DIR[:TAG], docker-archive:FILE or oci-archive:FILE."""
+    from pyengine.cli.progress import Progress
+
     images = state.images()
     kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
-    result = images.push(name, destination, on_event=_printer(quiet), **kwargs)
+    with Progress(quiet) as progress:
+        result = images.push(name, destination, on_event=progress, **kwargs)
     if quiet or not result.get("Tag"):
         click.echo(result.get("Digest", ""))
 
