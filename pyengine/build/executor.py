@@ -37,7 +37,7 @@ from typing import IO, Any
 
 from pyengine.build import instructions as ins
 from pyengine.build import layers, metadata
-from pyengine.build.cache import BuildCache, CachedStep, step_key
+from pyengine.build.cache import BuildCache, CachedStep, image_exists, step_key
 from pyengine.errors import DockerfileError, NotFound, PyEngineError, UsageError
 from pyengine.log import get_logger
 
@@ -132,7 +132,12 @@ class Builder:
         self.cache = BuildCache(engine.config.data_root)
         self._on_event = on_event or (lambda kind, text: None)
         self._event_lock = threading.Lock()
-        # The image store's in-process lock depth is not thread-safe: serialize its writes.
+        # Stages build in threads, and starting a RUN container forks: a fork while another
+        # thread holds one of the engine's flocks (container store, image store, a storage
+        # driver's mount counts) would hand that lock to the container's monitor for its whole
+        # life. So every call into the engine holds this one lock; only waiting for a RUN and
+        # writing layer tars run in parallel. (It also covers the image store's in-process lock
+        # depth, which is not thread-safe.)
         self._store_lock = threading.RLock()
         self.epoch = options.source_date_epoch
         self.results: dict[int, StageState] = {}
@@ -169,8 +174,11 @@ class Builder:
                 number += 1
                 self.step_numbers[(stage.index, position)] = number
         self.total_steps = number
+        groups = self.plan.order()
+        if any(len(group) > 1 for group in groups):
+            _import_for_monitors()
         try:
-            for group in self.plan.order():
+            for group in groups:
                 if len(group) == 1:
                     self.results[group[0].index] = self._build_stage(group[0])
                     continue
@@ -210,6 +218,12 @@ class Builder:
             labels.update(self.options.labels)
             config["config"]["Labels"] = labels
         with self._store_lock:
+            image_id = layers.config_digest(config)
+            if image_exists(self.store, image_id):
+                # an unchanged rebuild: the image is there; only the tags may be new
+                for tag in self.options.tags:
+                    self.store.tag(image_id, tag)
+                return self.store.resolve_image(image_id)
             return layers.commit_config(self.store, config, state.layers, oci=state.oci, refs=self.options.tags)
 
     # -- stages --------------------------------------------------------------------------------
@@ -463,11 +477,13 @@ class Builder:
             with tempfile.TemporaryDirectory(prefix="pyengine-scratch-") as empty:
                 yield empty
             return
-        path = self.storage.get(top)
+        with self._store_lock:
+            path = self.storage.get(top)
         try:
             yield os.path.realpath(path)
         finally:
-            self.storage.put(top)
+            with self._store_lock:
+                self.storage.put(top)
 
     # -- WORKDIR -------------------------------------------------------------------------------
     def _workdir(self, state: StageState, instruction: ins.Workdir) -> StageState:
@@ -662,32 +678,37 @@ class Builder:
         host_config = {"NetworkMode": network, "Binds": binds, "Tmpfs": tmpfs,
                        "ExtraHosts": list(self.options.extra_hosts), "AutoRemove": False,
                        "RestartPolicy": {"Name": "no"}, "LogConfig": {"Type": "json-file", "Config": {}}}
-        record = self.containers.create(image_ref, container_config, host_config)
+        with self._store_lock:
+            record = self.containers.create(image_ref, container_config, host_config)
         try:
             self.emit("status", f" ---> Running in {record.id[:12]}")
             log.info("build.run", container=record.id, command=argv)
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 try:
-                    self.containers.start(record.id, client=theirs)
+                    with self._store_lock:
+                        self.containers.start(record.id, client=theirs)
                 finally:
                     theirs.close()
                 code = self._relay(ours, attach)
             finally:
                 ours.close()
             if code is None:
-                code = self.containers.wait(record.id)
+                with self._store_lock:
+                    code = self.containers.wait(record.id)
             if code != 0:
                 raise BuildError(f"The command '{_argv_text(argv)}' returned a non-zero code: {code}")
-            blob, changed = layers.layer_from_storage(self.store, self.storage, record.layer_id, state.top_layer,
-                                                      extra_mount_points=mount_points, epoch=self.epoch)
+            with self._store_lock:
+                blob, changed = layers.layer_from_storage(self.store, self.storage, record.layer_id,
+                                                          state.top_layer, extra_mount_points=mount_points,
+                                                          epoch=self.epoch)
             if changed == 0:
                 result = self._no_layer(state, created_by)
             else:
                 result = self._commit_layer(state, blob, created_by)
         finally:
             self.emit("status", f"Removing intermediate container {record.id[:12]}")
-            with contextlib.suppress(PyEngineError):
+            with contextlib.suppress(PyEngineError), self._store_lock:
                 self.containers.remove(record.id, force=True)
         return result
 
@@ -1028,6 +1049,18 @@ class Builder:
             if close:
                 close()
         return iter(buffers)
+
+
+def _import_for_monitors() -> None:
+    """Import what a RUN container's monitor imports after its fork, before any thread
+    starts: a fork while another thread imports would leave the child the import lock."""
+    import importlib
+
+    for name in ("pyengine.containers.monitor", "pyengine.containers.networking", "pyengine.containers.spec",
+                 "pyengine.containers.logfile", "pyengine.containers.attach", "pyengine.runtime.launch",
+                 "pyengine.runtime.spec", "pyengine.runtime.kernel", "pyengine.shim", "pyengine.procfs"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 @dataclass
