@@ -470,3 +470,25 @@ def test_cache_entry_whose_image_was_removed_is_a_miss(engine: EngineEnv, tmp_pa
             if i != inspect(engine, "busybox")["Id"]]
     engine.run("rmi", *held, check=True)
     assert _ran(build(engine, ctx, "-t", "gone:3").stdout) == 1
+
+
+
+def test_run_heredocs_add_host_and_network(engine: EngineEnv, tmp_path: Path) -> None:
+    dockerfile = """\
+FROM busybox
+RUN <<EOF
+echo "plain $0" > /plain
+EOF
+RUN <<EOF
+#!/bin/sh -e
+echo "shebang" > /shebang
+EOF
+COPY <<EOF /made.txt
+made by a heredoc
+EOF
+RUN grep myhost /etc/hosts > /hosts-line
+RUN --network=none ls /sys/class/net > /links
+"""
+    build(engine, context(tmp_path, dockerfile), "--add-host", "myhost:10.1.2.3", "--network", "none", "-t", "hd")
+    out = run_in(engine, "hd", "cat /plain /shebang /made.txt /hosts-line /links")
+    assert out.splitlines() == ["plain /bin/sh", "shebang", "made by a heredoc", "10.1.2.3\tmyhost", "lo"]
