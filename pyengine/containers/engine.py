@@ -8,7 +8,9 @@ for the image, and the runtime launcher to start the process. Used by the CLI an
 from __future__ import annotations
 
 import os
+import select
 import signal as signals
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,53 @@ UPDATABLE = ("Memory", "MemorySwap", "MemoryReservation", "NanoCpus", "CpuShares
 
 class NotModified(Conflict):
     """The container is already in the state asked for (started, stopped): the API's 304."""
+
+
+#: Starts made by this process, so that its waits wake at once (the daemon's wait route waits
+#: before its client starts the container): a count, and a condition notified when it grows
+_starts = threading.Condition()
+_start_count = 0
+
+
+def _note_start() -> None:
+    global _start_count
+    with _starts:
+        _start_count += 1
+        _starts.notify_all()
+
+
+class _MonitorWatch:
+    """What a wait sleeps on between two looks at the container's state: the pidfd of the
+    last monitor it saw (the monitor exits once the exit is recorded and ``--rm`` done, after
+    it cleared its pid from the state), else this process's starts; a timeout at most."""
+
+    def __init__(self) -> None:
+        self.pidfd: int | None = None
+        self.pid = 0
+
+    def sleep(self, state: ContainerState, starts_seen: int, timeout: float) -> None:
+        if state.monitor_pid and state.monitor_pid != self.pid and state.monitor_alive():
+            self.close()
+            try:
+                pidfd = os.pidfd_open(state.monitor_pid)
+            except OSError:  # gone meanwhile: look again now
+                return
+            if not state.monitor_alive():  # checked after the open: the pidfd is not a reuser's
+                os.close(pidfd)
+                return
+            self.pidfd, self.pid = pidfd, state.monitor_pid
+        if self.pidfd is not None:
+            ready, _, _ = select.select([self.pidfd], [], [], timeout)
+            if ready:  # it exited: the next look sees what it left
+                self.close()
+            return
+        with _starts:
+            _starts.wait_for(lambda: _start_count != starts_seen, timeout)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+        self.pidfd, self.pid = None, 0
 
 
 def parse_signal(value: str | int) -> int:
@@ -80,8 +129,10 @@ class Containers:
         """
         from pyengine.containers.networking import resolve_network_config
         from pyengine.containers.spec import merge_image_config, parse_security_opts
+        from pyengine.containers.validate import check_create
 
         parse_security_opts(host_config.get("SecurityOpt"))  # refused before anything is made
+        check_create(image_ref, config, host_config)
         try:
             image = self.engine.images.resolve_image(image_ref)
         except NotFound as exc:
@@ -131,6 +182,7 @@ class Containers:
             record.state.stop_requested = False
             self.store.save_state(container_id, record.state)
         _, message = spawn_monitor(self, container_id, client, clients=list(clients or []) or None)
+        _note_start()  # the monitor saved its state (running, its pid) before it answered
         kind, _, rest = message.partition(" ")
         if kind != "ok":
             code, _, text = rest.partition(" ")
@@ -376,20 +428,25 @@ class Containers:
                 raise
             return self._removed_exit_code(ref, 0)
         code = first.exit_code
-        while True:
-            try:
-                record = self.reconcile(self.store.load(container_id))
-            except NotFound:
-                return self._removed_exit_code(container_id, code)
-            state = record.state
-            code = state.exit_code
-            done = not state.running and not state.monitor_alive()
-            if condition == "not-running" and done:
-                return code
-            if condition == "next-exit" and state.status != "running" and (
-                    state.finished_at != first.finished_at or state.restart_count != first.restart_count):
-                return code
-            time.sleep(0.05)
+        watch = _MonitorWatch()
+        try:
+            while True:
+                starts_seen = _start_count
+                try:
+                    record = self.reconcile(self.store.load(container_id))
+                except NotFound:
+                    return self._removed_exit_code(container_id, code)
+                state = record.state
+                code = state.exit_code
+                done = not state.running and not state.monitor_alive()
+                if condition == "not-running" and done:
+                    return code
+                if condition == "next-exit" and state.status != "running" and (
+                        state.finished_at != first.finished_at or state.restart_count != first.restart_count):
+                    return code
+                watch.sleep(state, starts_seen, 0.05)
+        finally:
+            watch.close()
 
     def _exits_dir(self) -> Any:
         return self.store.run_dir / ".exits"
@@ -491,7 +548,7 @@ class Containers:
         if not anonymous:
             return
         in_use = {n for other in self.store.list() for n in volumes_used(other.host_config)}
-        store = VolumeStore(self.engine.config.data_root)
+        store = VolumeStore(self.engine.config.data_root, events_root=self.engine.config.run_root)
         for name in anonymous:
             if name in in_use:
                 continue
