@@ -129,10 +129,8 @@ class Containers:
         """
         from pyengine.containers.networking import resolve_network_config
         from pyengine.containers.spec import merge_image_config, parse_security_opts
-        from pyengine.containers.validate import check_create
 
         parse_security_opts(host_config.get("SecurityOpt"))  # refused before anything is made
-        check_create(image_ref, config, host_config)
         try:
             image = self.engine.images.resolve_image(image_ref)
         except NotFound as exc:
@@ -548,7 +546,7 @@ class Containers:
         if not anonymous:
             return
         in_use = {n for other in self.store.list() for n in volumes_used(other.host_config)}
-        store = VolumeStore(self.engine.config.data_root, events_root=self.engine.config.run_root)
+        store = VolumeStore(self.engine.config.data_root)
         for name in anonymous:
             if name in in_use:
                 continue
