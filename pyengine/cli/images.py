@@ -286,15 +286,20 @@ def load(state: CliState, input_path: str, quiet: bool) -> None:
 
     if input_path == "-" and sys.stdin.isatty():
         raise UsageError("requested load from stdin, but stdin is empty; use -i FILE")
+    from pyengine.cli.progress import Progress
     from pyengine.errors import NotFound
 
+    # On a terminal each layer gets a live "Loading layer" row; the "Loaded image" lines below
+    # are printed as they always are, so only the layers' events go to the rows.
+    progress = Progress(quiet)
+    on_event = (lambda event: progress(event) if event.get("id") else None) if progress.terminal else None
     with spooled_input(input_path) as path:
         try:
             archive = open(path, "rb")  # noqa: SIM115 - closed below; only opening errors are the user's
         except (FileNotFoundError, IsADirectoryError):
             raise NotFound(f"{path}: no such file") from None
-        with archive:
-            lines = state.images().load(archive)
+        with archive, progress:
+            lines = state.images().load(archive, on_event=on_event)
     if quiet:
         return
     for line in lines:

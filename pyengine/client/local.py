@@ -228,8 +228,13 @@ class LocalImages:
         from pyengine.images.archive import load_archive
         from pyengine.images.reference import parse_reference
 
+        on_bytes = None
+        if on_event is not None:
+            from pyengine.registry.verbs import byte_events
+
+            on_bytes = byte_events("Loading layer", on_event)  # a row per layer, as the daemon streams
         lines = []
-        for name, image in load_archive(self.store, _spooled_path(source)):
+        for name, image in load_archive(self.store, _spooled_path(source), on_bytes):
             text = f"Loaded image: {parse_reference(name).familiar()}" if name else f"Loaded image ID: {image.id}"
             lines.append(text)
             if on_event is not None:

@@ -425,14 +425,16 @@ class RemoteImages:
         return image_id
 
     def load(self, source: IO[bytes], on_event: Progress = None) -> list[str]:
-        """Load an archive; the daemon's lines (``Loaded image: NAME:TAG``)."""
+        """Load an archive; the daemon's lines (``Loaded image: NAME:TAG``); its per-layer
+        progress (``Loading layer``) goes only to ``on_event``, and is asked for only when there
+        is an ``on_event`` (as the docker CLI asks only for a terminal)."""
         lines = []
-        for event in self.api.json_stream("POST", "/images/load", {"quiet": False}, body=source):
+        for event in self.api.json_stream("POST", "/images/load", {"quiet": on_event is None}, body=source):
             text = (event.get("stream") or event.get("status") or "").strip()
-            if text:
+            if text and not event.get("id"):
                 lines.append(text)
-                if on_event is not None:
-                    on_event(event)
+            if text and on_event is not None:
+                on_event(event)
         return lines
 
     def save(self, refs: list[str], out: IO[bytes], fmt: str = "docker-archive") -> None:

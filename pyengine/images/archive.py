@@ -15,6 +15,7 @@ import posixpath
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -92,15 +93,23 @@ class _OuterArchive:
         self.tar.close()
 
 
-def load_archive(store: ImageStore, path: str) -> list[tuple[str, Image]]:
-    """Load every image of a docker-archive or OCI layout tarball; returns (name or "", image)."""
+#: ``(layer digest, bytes read so far, total)`` while a layer is read out of an archive
+OnBytes = Callable[[str, int, int | None], None]
+
+
+def load_archive(store: ImageStore, path: str, on_bytes: OnBytes | None = None) -> list[tuple[str, Image]]:
+    """Load every image of a docker-archive or OCI layout tarball; returns (name or "", image).
+
+    :param on_bytes: called as each layer is read into the store (``load``'s progress); a
+        docker-archive's layer is named by its diff ID, an OCI layout's by its blob digest
+    """
     started = time.monotonic()
     archive = _OuterArchive(path)
     try:
         if archive.has("index.json"):
-            loaded = _load_oci(store, archive)
+            loaded = _load_oci(store, archive, on_bytes)
         elif archive.has("manifest.json"):
-            loaded = _load_docker(store, archive)
+            loaded = _load_docker(store, archive, on_bytes)
         else:
             raise InvalidArchive(f"{path}: neither a docker-archive (manifest.json) nor an OCI layout (index.json)")
     except BaseException:
@@ -135,17 +144,34 @@ def _load_json_list(data: bytes) -> list[dict[str, Any]]:
     return document
 
 
-def _ingest_member(store: ImageStore, archive: _OuterArchive, digest: str) -> None:
+class _ReportingReader:
+    """A member's stream that reports the bytes read through it so far."""
+
+    def __init__(self, stream: IO[bytes], report: Callable[[int], None]) -> None:
+        self.stream, self.report, self.done = stream, report, 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.done += len(data)
+        self.report(self.done)
+        return data
+
+
+def _ingest_member(store: ImageStore, archive: _OuterArchive, digest: str, on_bytes: OnBytes | None = None) -> None:
     if not digest.startswith("sha256:"):
         raise InvalidArchive(f"unsupported digest {digest!r}")
     if store.has_blob(digest):
         return
     name = f"blobs/sha256/{digest[len('sha256:'):]}"
     with archive.open(name) as stream:
-        store.ingest_blob(digest, stream)
+        if on_bytes is None:
+            store.ingest_blob(digest, stream)
+            return
+        total = archive.member(name).size
+        store.ingest_blob(digest, _ReportingReader(stream, lambda done: on_bytes(digest, done, total)))
 
 
-def _load_oci(store: ImageStore, archive: _OuterArchive) -> list[tuple[str, Image]]:
+def _load_oci(store: ImageStore, archive: _OuterArchive, on_bytes: OnBytes | None = None) -> list[tuple[str, Image]]:
     index = _load_json(archive.read("index.json"), "index.json")
     repo_tags = _docker_repo_tags(archive)
     loaded: list[tuple[str, Image]] = []
@@ -163,7 +189,7 @@ def _load_oci(store: ImageStore, archive: _OuterArchive) -> list[tuple[str, Imag
             media_type = chosen.get("mediaType") or manifest.get("mediaType") or media.guess_type(manifest)
         _ingest_member(store, archive, manifest["config"]["digest"])
         for layer in manifest.get("layers") or []:
-            _ingest_member(store, archive, layer["digest"])
+            _ingest_member(store, archive, layer["digest"], on_bytes)
         annotations = descriptor.get("annotations") or {}
         names = []
         full = annotations.get(CONTAINERD_NAME) or annotations.get(REF_NAME, "")
@@ -176,7 +202,16 @@ def _load_oci(store: ImageStore, archive: _OuterArchive) -> list[tuple[str, Imag
     return loaded
 
 
-def _load_docker(store: ImageStore, archive: _OuterArchive) -> list[tuple[str, Image]]:
+def _diff_ids(config_bytes: bytes) -> list[str]:
+    """The layers' names for progress; a config too damaged to say is refused later, by commit."""
+    try:
+        ids = json.loads(config_bytes)["rootfs"]["diff_ids"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
+
+
+def _load_docker(store: ImageStore, archive: _OuterArchive, on_bytes: OnBytes | None = None) -> list[tuple[str, Image]]:
     loaded: list[tuple[str, Image]] = []
     for entry in _load_json_list(archive.read("manifest.json")):
         config_bytes = archive.read(entry["Config"])
@@ -185,11 +220,17 @@ def _load_docker(store: ImageStore, archive: _OuterArchive) -> list[tuple[str, I
         if len(expected_hex) == 64 and "sha256:" + expected_hex != config_digest:
             raise InvalidArchive(f"image config {entry['Config']} is corrupt: its content hashes to {config_digest}")
         layers = []
-        for name in entry.get("Layers") or []:
+        diff_ids = _diff_ids(config_bytes) if on_bytes is not None else []
+        for number, name in enumerate(entry.get("Layers") or []):
             with archive.open(name) as stream:
                 head = stream.read(4)
                 stream.seek(0)
-                path = store.ingest_blob(None, stream)
+                reader: IO[bytes] | _ReportingReader = stream
+                if on_bytes is not None:
+                    layer_id = diff_ids[number] if number < len(diff_ids) else name
+                    total = archive.member(name).size
+                    reader = _ReportingReader(stream, lambda done, i=layer_id, n=total: on_bytes(i, done, n))
+                path = store.ingest_blob(None, reader)  # type: ignore[arg-type]
             layers.append({"mediaType": media.layer_type_for(head), "digest": "sha256:" + path.name,
                            "size": path.stat().st_size})
         manifest = {"schemaVersion": 2, "mediaType": media.OCI_MANIFEST,

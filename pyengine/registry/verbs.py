@@ -76,6 +76,12 @@ class _ByteProgress:
         self.emit(layer_event(digest, self.status, current, total))
 
 
+def byte_events(status: str, emit: OnEvent) -> Callable[[str, int, int | None], None]:
+    """``(digest, bytes so far, total)`` -> Docker's throttled byte events with ``status``
+    (``Loading layer`` for the layers ``load`` reads out of an archive)."""
+    return _ByteProgress(status, emit, set())
+
+
 # -- credentials -----------------------------------------------------------------------------
 def decode_registry_auth(header: str | None) -> Credentials | None:
     """The ``X-Registry-Auth`` header: base64url JSON ``{username, password, auth,

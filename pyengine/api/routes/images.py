@@ -283,10 +283,14 @@ async def load_images(request: web.Request) -> web.StreamResponse:
     backend = _backend(request)
     store = _ingesting_store(backend)
     path = await spool_body(request, backend, str(store.tmp_dir) if store.tmp_dir.is_dir() else None)
+    quiet = qbool(request, "quiet")
 
     def load(emit: Any) -> None:
+        from pyengine.registry.verbs import byte_events
+
         try:
-            loaded = load_archive(store, path)
+            # dockerd's per-layer "Loading layer" progress, unless the client asked for quiet
+            loaded = load_archive(store, path, None if quiet else byte_events("Loading layer", emit))
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
