@@ -27,7 +27,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "version": "pyengine.cli.system:version",
     **{name: f"pyengine.cli.containers:{name}" for name in (
         "create", "run", "start", "ps", "logs", "stop", "kill", "restart", "rm", "wait", "inspect",
-        "pause", "unpause", "rename", "top", "stats", "container", "volume", "port")},
+        "pause", "unpause", "rename", "top", "stats", "container", "volume", "port", "attach", "update")},
     "exec": "pyengine.cli.containers:exec_",
     "network": "pyengine.cli.network:network",
     "daemon": "pyengine.cli.daemon:daemon",

@@ -18,11 +18,14 @@ from pyengine.containers import attach
 _PROXIED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def relay(sock: socket.socket, containers: Any, record: Any, interactive: bool, tty: bool) -> int:
-    """Pump frames until the monitor reports the exit; the exit code."""
+def relay(sock: socket.socket, containers: Any, record: Any, interactive: bool, tty: bool,
+          detach_keys: bytes | None = None, sig_proxy: bool = True) -> int:
+    """Pump frames until the monitor reports the exit; the exit code. ``detach_keys`` typed on
+    stdin (default ctrl-p ctrl-q) end the session with ``attach.Detached``: the container runs on."""
     import struct
 
     reader = attach.FrameReader()
+    scanner = attach.DetachScanner(attach.parse_detach_keys(None) if detach_keys is None else detach_keys)
     selector = selectors.PollSelector()  # epoll refuses a regular file as stdin
     selector.register(sock, selectors.EVENT_READ, "sock")
     stdin_fd = sys.stdin.fileno() if interactive else None
@@ -60,7 +63,7 @@ def relay(sock: socket.socket, containers: Any, record: Any, interactive: bool, 
     if tty:
         previous[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, send_size)
         send_size()
-    else:
+    elif sig_proxy:
         for sig in _PROXIED:
             previous[sig] = signal.signal(sig, proxy)
     out, err = sys.stdout.buffer, sys.stderr.buffer
@@ -71,7 +74,11 @@ def relay(sock: socket.socket, containers: Any, record: Any, interactive: bool, 
                 if key.data == "stdin":
                     data = os.read(key.fd, 65536)
                     if data:
-                        attach.send_frame(sock, attach.STDIN, data)
+                        data, detached = scanner.feed(data)
+                        if data:
+                            attach.send_frame(sock, attach.STDIN, data)
+                        if detached:
+                            raise attach.Detached
                     else:
                         selector.unregister(key.fd)
                         attach.send_frame(sock, attach.STDIN_EOF)

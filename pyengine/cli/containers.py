@@ -237,11 +237,15 @@ def create(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> N
 
 @click.command(context_settings={"allow_interspersed_args": False})
 @container_options
+@click.option("--detach-keys", help="The sequence that detaches an attached run [default: ctrl-p,ctrl-q].")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_state
 def run(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> None:
     """Create and start a container from IMAGE; attached unless -d."""
+    from pyengine.containers.attach import parse_detach_keys
+
+    parse_detach_keys(o["detach_keys"])  # refused before anything is created
     config, host = build_configs(image, command, o)
     containers = state.containers()
     containers.warm()
@@ -258,7 +262,8 @@ def run(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> None
             raise
         click.echo(container_id)
         return
-    code = containers.start_attached(container_id, interactive=o["interactive"], tty=o["tty"])
+    code = _attached(lambda: containers.start_attached(container_id, interactive=o["interactive"], tty=o["tty"],
+                                                       detach_keys=o["detach_keys"]))
     state.close()
     sys.stdout.flush()
     os._exit(code)
@@ -267,15 +272,21 @@ def run(state: CliState, image: str, command: tuple[str, ...], **o: Any) -> None
 @click.command()
 @click.option("-a", "--attach", is_flag=True, help="Attach stdout/stderr and return the exit code.")
 @click.option("-i", "--interactive", is_flag=True, help="Attach stdin.")
+@click.option("--detach-keys", help="The sequence that detaches an attached start [default: ctrl-p,ctrl-q].")
 @click.argument("containers", nargs=-1, required=True)
 @pass_state
-def start(state: CliState, containers: tuple[str, ...], attach: bool, interactive: bool) -> None:
+def start(state: CliState, containers: tuple[str, ...], attach: bool, interactive: bool,
+          detach_keys: str | None) -> None:
     """Start one or more stopped containers."""
+    from pyengine.containers.attach import parse_detach_keys
+
+    parse_detach_keys(detach_keys)
     engine = state.containers()
     if attach or interactive:
         if len(containers) != 1:
             raise UsageError("you cannot attach to more than one container")
-        code = engine.start_attached(containers[0], interactive=interactive)
+        code = _attached(lambda: engine.start_attached(containers[0], interactive=interactive,
+                                                       detach_keys=detach_keys))
         state.close()
         os._exit(code)
     for ref in containers:
@@ -431,13 +442,112 @@ def rm(state: CliState, containers: tuple[str, ...], force: bool, volumes: bool)
 
 
 @click.command()
+@click.option("--condition", type=click.Choice(["not-running", "next-exit", "removed"]), default="not-running",
+              show_default=True, help="Wait until the container is not running, its next exit, or its removal.")
 @click.argument("containers", nargs=-1, required=True)
 @pass_state
-def wait(state: CliState, containers: tuple[str, ...]) -> None:
-    """Block until containers stop; print their exit codes."""
+def wait(state: CliState, containers: tuple[str, ...], condition: str) -> None:
+    """Block until containers stop (or meet --condition); print their exit codes."""
     engine = state.containers()
     for ref in containers:
-        click.echo(engine.wait(ref))
+        click.echo(engine.wait(ref, condition=condition))
+
+
+@click.command()
+@click.option("--no-stdin", is_flag=True, help="Do not attach stdin.")
+@click.option("--sig-proxy/--no-sig-proxy", default=True, show_default=True,
+              help="Pass the signals this command gets to the container (without a tty).")
+@click.option("--detach-keys", help="The sequence that detaches: ctrl-<value> or letters, comma separated "
+                                    "[default: ctrl-p,ctrl-q].")
+@click.argument("container")
+@pass_state
+def attach(state: CliState, container: str, no_stdin: bool, sig_proxy: bool, detach_keys: str | None) -> None:
+    """Attach this terminal to a running container's stdio; exit with its exit code."""
+    from pyengine.containers.attach import parse_detach_keys
+
+    parse_detach_keys(detach_keys)  # a bad sequence is refused before anything is attached
+    code = _attached(lambda: state.containers().attach(container, stdin=not no_stdin, sig_proxy=sig_proxy,
+                                                       detach_keys=detach_keys))
+    state.close()
+    sys.stdout.flush()
+    os._exit(code)
+
+
+def _attached(relay: Any) -> int:
+    """Run an attached session; its exit code, or 0 when the user typed the detach keys (the
+    container runs on; Docker's words go to stderr)."""
+    from pyengine.containers.attach import Detached
+
+    try:
+        return int(relay())
+    except Detached:
+        sys.stdout.flush()
+        click.echo("read escape sequence", err=True)
+        return 0
+
+
+_UPDATE_FLAGS = ("memory", "memory_swap", "memory_reservation", "cpus", "cpu_shares", "cpu_quota", "cpu_period",
+                 "cpuset_cpus", "cpuset_mems", "pids_limit", "blkio_weight", "restart")
+
+
+@click.command()
+@click.option("-m", "--memory", help="Memory limit (e.g. 64m).")
+@click.option("--memory-swap", help="Memory + swap limit (-1: unlimited).")
+@click.option("--memory-reservation", help="Memory soft limit.")
+@click.option("--cpus", type=float, help="Number of CPUs (e.g. 0.5).")
+@click.option("-c", "--cpu-shares", type=int, help="Relative CPU weight.")
+@click.option("--cpu-quota", type=int, help="CFS quota in microseconds.")
+@click.option("--cpu-period", type=int, help="CFS period in microseconds.")
+@click.option("--cpuset-cpus", help="CPUs allowed (0-3, 0,1).")
+@click.option("--cpuset-mems", help="Memory nodes allowed.")
+@click.option("--pids-limit", type=int, help="Maximum number of processes (-1: unlimited).")
+@click.option("--blkio-weight", type=click.IntRange(10, 1000), help="Block IO weight (10-1000).")
+@click.option("--restart", help="Restart policy: no | on-failure[:N] | always | unless-stopped.")
+@click.argument("containers", nargs=-1, required=True)
+@pass_state
+def update(state: CliState, containers: tuple[str, ...], **o: Any) -> None:
+    """Change the resource limits or restart policy of containers, running or stopped."""
+    from pyengine.containers.spec import parse_bytes
+
+    if all(o[name] is None for name in _UPDATE_FLAGS):
+        raise UsageError("you must provide one or more flags when using this command")
+    if o["cpus"] is not None and o["cpus"] <= 0:
+        raise UsageError("--cpus must be greater than 0")
+    changes: dict[str, Any] = {}
+    for key, flag in (("Memory", "memory"), ("MemoryReservation", "memory_reservation")):
+        if o[flag] is not None:
+            changes[key] = parse_bytes(o[flag])
+    if o["memory_swap"] is not None:
+        changes["MemorySwap"] = -1 if o["memory_swap"] == "-1" else parse_bytes(o["memory_swap"])
+    if o["cpus"] is not None:
+        changes["NanoCpus"] = int(o["cpus"] * 1e9)
+    for key, flag in (("CpuShares", "cpu_shares"), ("CpuQuota", "cpu_quota"), ("CpuPeriod", "cpu_period"),
+                      ("CpusetCpus", "cpuset_cpus"), ("CpusetMems", "cpuset_mems"), ("PidsLimit", "pids_limit"),
+                      ("BlkioWeight", "blkio_weight")):
+        if o[flag] is not None:
+            changes[key] = o[flag]
+    if o["restart"] is not None:
+        changes["RestartPolicy"] = _restart_policy(o["restart"])
+    engine = state.containers()
+    failed = None
+    for ref in containers:
+        try:
+            warnings = engine.update(ref, changes)
+        except UsageError:
+            raise
+        except Exception as exc:  # keep going, as docker update does, and fail at the end
+            from pyengine.errors import PyEngineError
+
+            if not isinstance(exc, PyEngineError):
+                raise
+            click.echo(f"pyengine: error: {exc}", err=True)
+            failed = exc
+            continue
+        for warning in warnings or []:
+            click.echo(f"WARNING: {warning}", err=True)
+        click.echo(ref)
+    if failed is not None:
+        sys.exit(failed.exit_code)
 
 
 @click.command()
@@ -635,7 +745,7 @@ def monitor_resume(state: CliState, container_id: str, started: float, delay: fl
 
 
 for _cmd in (create, run, start, ps, logs, stop, kill, restart, rm, wait, inspect, pause, unpause, rename, top, stats,
-             port):
+             port, attach, update):
     container.add_command(_cmd, name="ls" if _cmd is ps else _cmd.name)
 
 

@@ -26,8 +26,12 @@ def terminal_size() -> tuple[int, int] | None:
 
 
 def relay(conn: Hijacked, tty: bool, interactive: bool, resize: Callable[[int, int], None] | None = None,
-          send_signal: Callable[[int], None] | None = None) -> None:
-    """Pump bytes until the daemon closes the output side."""
+          send_signal: Callable[[int], None] | None = None, detach_keys: bytes | None = None) -> None:
+    """Pump bytes until the daemon closes the output side. With ``detach_keys``, typing them
+    on stdin ends the session with ``pyengine.containers.attach.Detached`` (the container runs on)."""
+    from pyengine.containers.attach import Detached, DetachScanner
+
+    scanner = DetachScanner(detach_keys) if detach_keys else None
     stdin_fd = sys.stdin.fileno() if interactive else None
     selector = selectors.PollSelector()  # epoll refuses a regular file as stdin
     selector.register(conn.fileno(), selectors.EVENT_READ, "conn")
@@ -73,6 +77,16 @@ def relay(conn: Hijacked, tty: bool, interactive: bool, resize: Callable[[int, i
             for _, what in events:
                 if what == "stdin":
                     data = os.read(stdin_fd, 65536)  # type: ignore[arg-type]
+                    detached = False
+                    if data and scanner is not None:
+                        data, detached = scanner.feed(data)
+                        if not data and not detached:
+                            continue  # the start of the sequence, held back
+                    if detached:
+                        # The daemon must see the sequence too (it was told the same keys): it
+                        # then ends the attach without closing the container's stdin.
+                        conn.send(data + (detach_keys or b""))
+                        raise Detached
                     if data:
                         try:
                             conn.send(data)

@@ -40,9 +40,14 @@ class LocalContainers:
     def start(self, ref: str) -> None:
         self.containers.start(ref)
 
-    def start_attached(self, ref: str, interactive: bool, tty: bool | None = None) -> int:
-        """Start with a socketpair to the monitor; relay stdio and signals; the exit code."""
+    def start_attached(self, ref: str, interactive: bool, tty: bool | None = None,
+                       detach_keys: str | None = None) -> int:
+        """Start with a socketpair to the monitor; relay stdio and signals; the exit code
+        (``pyengine.containers.attach.Detached`` when the user typed the detach keys)."""
         from pyengine.cli.attach_client import relay
+        from pyengine.containers.attach import parse_detach_keys
+
+        keys = parse_detach_keys(detach_keys)
 
         record = self.containers.get(ref)
         tty = bool(record.config.get("Tty")) if tty is None else tty
@@ -59,7 +64,28 @@ class LocalContainers:
                 pass
             raise
         theirs.close()
-        return relay(ours, self.containers, record, interactive=interactive, tty=tty)
+        return relay(ours, self.containers, record, interactive=interactive, tty=tty, detach_keys=keys)
+
+    def attach(self, ref: str, stdin: bool = True, sig_proxy: bool = True, detach_keys: str | None = None) -> int:
+        """Attach to the running container's monitor (stdin only when it was created with
+        ``-i``); relay until it exits; its exit code (``Detached`` on the detach keys)."""
+        from pyengine.cli.attach_client import relay
+        from pyengine.containers.attach import parse_detach_keys
+
+        keys = parse_detach_keys(detach_keys)
+        record = self.containers.get(ref)
+        if not record.state.running:
+            from pyengine.errors import Conflict
+
+            raise Conflict("You cannot attach to a stopped container, start it first")
+        sock = self.containers.attach(record.id)
+        interactive = stdin and bool(record.config.get("OpenStdin"))
+        return relay(sock, self.containers, record, interactive=interactive, tty=bool(record.config.get("Tty")),
+                     detach_keys=keys, sig_proxy=sig_proxy)
+
+    def update(self, ref: str, changes: dict[str, Any]) -> list[str]:
+        """Change limits and the restart policy (Docker's update body); the warnings."""
+        return self.containers.update(ref, changes)
 
     def list(self, all_: bool = False, filters: dict[str, list[str]] | None = None,
              limit: int | None = None) -> list[dict[str, Any]]:
@@ -95,8 +121,8 @@ class LocalContainers:
     def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         self.containers.remove(ref, force=force)
 
-    def wait(self, ref: str) -> int:
-        return self.containers.wait(ref)
+    def wait(self, ref: str, condition: str = "not-running") -> int:
+        return self.containers.wait(ref, condition)
 
     def pause(self, ref: str) -> None:
         self.containers.pause(ref)

@@ -97,16 +97,22 @@ class RemoteContainers:
         except PyEngineError as exc:
             raise StartFailed(str(exc)) from None
 
-    def start_attached(self, ref: str, interactive: bool, tty: bool | None = None) -> int:
-        """Attach, start, relay until the output ends; the exit code (docker run/start -a)."""
+    def start_attached(self, ref: str, interactive: bool, tty: bool | None = None,
+                       detach_keys: str | None = None) -> int:
+        """Attach, start, relay until the output ends; the exit code (docker run/start -a);
+        ``pyengine.containers.attach.Detached`` when the user typed the detach keys."""
         from pyengine.client.attach import relay, terminal_size
+        from pyengine.containers.attach import Detached, parse_detach_keys
+
+        keys = parse_detach_keys(detach_keys)
 
         doc = self.inspect(ref)
         container_id = doc["Id"]
         tty = bool(doc["Config"].get("Tty")) if tty is None else tty
         auto_remove = bool((doc.get("HostConfig") or {}).get("AutoRemove"))
         conn, _ = self.api.hijack(f"/containers/{container_id}/attach",
-                                  {"stream": True, "stdin": interactive, "stdout": True, "stderr": True})
+                                  {"stream": True, "stdin": interactive, "stdout": True, "stderr": True,
+                                   "detachKeys": detach_keys or None})
         waiter = _Waiter(self.api, container_id, "removed" if auto_remove else "next-exit")
         try:
             self.start(container_id)
@@ -118,9 +124,43 @@ class RemoteContainers:
             size = terminal_size()
             if size:
                 self._resize(container_id, *size)
-        relay(conn, tty, interactive, resize=lambda h, w: self._resize(container_id, h, w),
-              send_signal=lambda signum: self.kill(container_id, signum))
+        try:
+            relay(conn, tty, interactive, resize=lambda h, w: self._resize(container_id, h, w),
+                  send_signal=lambda signum: self.kill(container_id, signum), detach_keys=keys)
+        except Detached:
+            waiter.abandon()
+            raise
         return waiter.result()
+
+    def attach(self, ref: str, stdin: bool = True, sig_proxy: bool = True, detach_keys: str | None = None) -> int:
+        """``POST /containers/{id}/attach``; relay until the output ends; the exit code
+        (``Detached`` when the user typed the detach keys)."""
+        from pyengine.client.attach import relay, terminal_size
+        from pyengine.containers.attach import parse_detach_keys
+        from pyengine.errors import Conflict
+
+        keys = parse_detach_keys(detach_keys)
+        doc = self.inspect(ref)
+        container_id = doc["Id"]
+        if not (doc.get("State") or {}).get("Running"):
+            raise Conflict("You cannot attach to a stopped container, start it first")
+        tty = bool(doc["Config"].get("Tty"))
+        interactive = stdin and bool(doc["Config"].get("OpenStdin"))
+        conn, _ = self.api.hijack(f"/containers/{container_id}/attach",
+                                  {"stream": True, "stdin": interactive, "stdout": True, "stderr": True,
+                                   "detachKeys": detach_keys or None})
+        if tty:
+            size = terminal_size()
+            if size:
+                self._resize(container_id, *size)
+        relay(conn, tty, interactive, resize=lambda h, w: self._resize(container_id, h, w),
+              send_signal=(lambda signum: self.kill(container_id, signum)) if sig_proxy else None,
+              detach_keys=keys)
+        return self.wait(container_id, "not-running")
+
+    def update(self, ref: str, changes: dict[str, Any]) -> list[str]:
+        """``POST /containers/{id}/update``; the daemon's warnings."""
+        return list(self.api.json("POST", f"/containers/{_q(ref)}/update", body=changes).get("Warnings") or [])
 
     def _resize(self, container_id: str, rows: int, cols: int) -> None:
         self.api.request("POST", f"/containers/{container_id}/resize", {"h": rows, "w": cols})
@@ -165,8 +205,11 @@ class RemoteContainers:
     def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         self.api.request("DELETE", f"/containers/{_q(ref)}", {"force": force, "v": volumes})
 
-    def wait(self, ref: str) -> int:
-        return int(self.api.json("POST", f"/containers/{_q(ref)}/wait")["StatusCode"])
+    def wait(self, ref: str, condition: str = "not-running") -> int:
+        doc = self.api.json("POST", f"/containers/{_q(ref)}/wait", {"condition": condition})
+        if (doc.get("Error") or {}).get("Message"):
+            raise PyEngineError(doc["Error"]["Message"])
+        return int(doc["StatusCode"])
 
     def pause(self, ref: str) -> None:
         self.api.request("POST", f"/containers/{_q(ref)}/pause")
@@ -372,6 +415,17 @@ class _Waiter:
         return self.code if self.code is not None else 0
 
     def abandon(self) -> None:
+        # shut the socket down first: the reading thread holds the response's buffer, and a
+        # plain close would wait for it (for ever, while the container runs on after a detach)
+        sock = self.conn.sock
+        if sock is not None:
+            import socket
+
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.thread.join(timeout=5)
         self.conn.close()
 
 
