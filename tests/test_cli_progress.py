@@ -267,3 +267,54 @@ def test_load_on_a_terminal_draws_a_row_per_layer_daemonless_and_through_the_dae
         assert piped.stdout == f"Loaded image ID: {image_id}\n"
     finally:
         assert daemon.stop() == 0
+
+
+def forget_build(env: EngineEnv, output: str, *names: str, via: tuple[str, ...] = ()) -> None:
+    """Remove what a build made (``Successfully built ID``) and ``names``, so the next build
+    pulls its base again."""
+    built = re.findall(r"^Successfully built ([0-9a-f]{12})$", output, re.M)
+    env.run(*via, "rmi", *built, *names, check=True)
+
+
+def test_build_draws_the_base_image_pull_between_its_step_lines(engine_env, registry, test_layout,
+                                                                 tmp_path) -> None:
+    insecure(engine_env, registry.host)
+    base = f"{registry.host}/{REPO}:v1"
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {base}\nENV STAGE=progress\n")
+    layers = layer_ids(test_layout)
+    term = run_in_terminal(engine_env, "build", str(context))
+    assert_bars_advance_and_end_complete(term, layers, "Pull complete", "Downloading")
+    lines = [line.rstrip() for line in term.text.splitlines()]
+    step = lines.index(f"Step 1/2 : FROM {base}")
+    digest = next(i for i, line in enumerate(lines) if line.startswith("Digest: sha256:"))
+    first_row = next(i for i, line in enumerate(lines) if ROW.match(line.strip()))
+    assert step < first_row < digest < lines.index("Step 2/2 : ENV STAGE=progress"), term.text
+    assert lines[digest + 1] == f"Status: Downloaded newer image for {base}", term.text
+    assert lines[digest + 2].startswith(" ---> "), term.text
+    assert lines[-1].startswith("Successfully built "), term.text
+    forget_build(engine_env, term.text, base)
+
+    # --progress plain on a terminal: the pull's plain lines, as into a pipe.
+    plain = run_in_terminal(engine_env, "build", "--progress", "plain", str(context))
+    assert plain.returncode == 0 and b"\x1b" not in plain.raw, plain.text + plain.stderr
+    for layer in layers:
+        assert f"{layer}: Pull complete" in plain.text.splitlines()
+    forget_build(engine_env, plain.text, base)
+
+    # Through the daemon: its POST /build stream carries the pull's events, drawn the same.
+    daemon = start_daemon(engine_env)
+    via = ("-H", daemon.url)
+    try:
+        piped = engine_env.run(*via, "build", str(context), check=True).stdout
+        assert "\x1b" not in piped
+        assert f"v1: Pulling from {REPO}" in piped.splitlines() and f"{layers[0]}: Pull complete" in piped
+        assert piped.index("Pull complete") < piped.index("Step 2/2 : ENV STAGE=progress")
+        forget_build(engine_env, piped, base, via=via)
+        term = run_in_terminal(engine_env, *via, "build", str(context))
+        assert_bars_advance_and_end_complete(term, layers, "Pull complete", "Downloading")
+        quiet = engine_env.run(*via, "build", "-q", "--pull", "--no-cache", str(context), check=True)
+        assert re.fullmatch(r"sha256:[0-9a-f]{64}\n", quiet.stdout), quiet.stdout
+    finally:
+        assert daemon.stop() == 0

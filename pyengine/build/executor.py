@@ -46,8 +46,10 @@ log = get_logger("pyengine.build")
 #: on_event(kind, text): kind ``step`` (``Step 1/5 : FROM busybox``), ``status`` (`` ---> ...``,
 #: ``Removing intermediate container ...``), ``output`` (a RUN's stdout/stderr, raw chunks),
 #: ``warning``, ``result`` (``Successfully built ...``, ``Successfully tagged ...``), ``aux``
-#: (the final image ID). Every kind but ``output`` is one line without its newline.
-EventCallback = Callable[[str, str], None]
+#: (the final image ID), ``progress`` (pulling a base image: dockerd's JSON progress event
+#: itself, a dict, as the legacy builder streams it). Every kind but ``output`` and ``progress``
+#: is one line without its newline.
+EventCallback = Callable[[str, Any], None]
 
 
 class BuildError(PyEngineError):
@@ -147,7 +149,7 @@ class Builder:
         self._pulled: dict[str, Any] = {}
 
     # -- events --------------------------------------------------------------------------------
-    def emit(self, kind: str, text: str) -> None:
+    def emit(self, kind: str, text: Any) -> None:
         with self._event_lock:
             self._on_event(kind, text)
 
@@ -285,23 +287,19 @@ class Builder:
 
     def _pull(self, ref: str, line: int) -> Any:
         from pyengine.images.reference import parse_reference
-        from pyengine.registry.connect import pull_clients
-        from pyengine.registry.transfer import Puller, host_platform
+        from pyengine.registry.verbs import pull_image
 
         try:
             parsed = parse_reference(ref)
         except UsageError as exc:
             raise DockerfileError(f"invalid reference format: {exc}", line, self.dockerfile.filename) from None
-        last: Exception | None = None
-        for client in pull_clients(self.engine, parsed.domain):
-            try:
-                _, image = Puller(client, self.store, None).pull(parsed, host_platform())
-                return image
-            except PyEngineError as exc:
-                last = exc
-            finally:
-                client.close()
-        raise BuildError(f"pull access denied or repository does not exist for {ref}: {last}")
+        try:
+            # the mirrors, then the registry; its layers' progress between the step's lines
+            pulled = pull_image(self.engine, self.store, parsed, on_event=lambda event: self.emit("progress", event))
+        except PyEngineError as exc:
+            raise BuildError(f"pull access denied or repository does not exist for {ref}: {exc}") from None
+        self.store.record_event("pull", parsed.familiar(), parsed.familiar_repository)
+        return pulled.image
 
     # -- one step ------------------------------------------------------------------------------
     def _expander(self, state: StageState, args: Any) -> Any:

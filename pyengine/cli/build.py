@@ -252,15 +252,23 @@ def _output(value: str | None) -> tuple[str, str] | None:
 
 
 class _Printer:
-    """Prints the executor's events as the legacy builder's plain lines (only the ID with -q)."""
+    """Prints the executor's events as the legacy builder's plain lines (only the ID with -q);
+    a base image's pull as ``pull`` shows it (``pyengine.cli.progress``)."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, style: str = "auto") -> None:
+        from pyengine.cli.progress import Progress
+
         self.quiet = quiet
         self.at_line_start = True
+        self.progress = Progress(quiet, terminal={"tty": True, "plain": False}.get(style))
 
-    def __call__(self, kind: str, text: str) -> None:
+    def __call__(self, kind: str, text: Any) -> None:
         if self.quiet:
             return
+        if kind == "progress":
+            self.progress(text)
+            return
+        self.progress.stop()  # the pull's rows stay above the step's next line
         out = sys.stdout
         if kind == "output":
             out.write(text)
@@ -289,7 +297,8 @@ class _Printer:
 @click.option("--network", default="", metavar="MODE", help="RUN's network: none, host, bridge or a network name.")
 @click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=PATH", help="A secret for RUN mounts.")
 @click.option("--add-host", "add_hosts", multiple=True, metavar="HOST:IP", help="Add a line to RUN's /etc/hosts.")
-@click.option("--progress", type=click.Choice(["auto", "plain", "tty"]), default="auto", help="Output style.")
+@click.option("--progress", type=click.Choice(["auto", "plain", "tty"]), default="auto",
+              help="A base image's pull: live rows on a terminal (auto), always (tty) or plain lines.")
 @click.option("--output", "output", metavar="type=oci|docker,dest=PATH", help="Also write the image as an archive.")
 @click.option("--rm/--no-rm", "remove", default=True, help="Remove intermediate containers (always done).")
 @click.option("--force-rm", is_flag=True, help="Remove intermediate containers even after a failure (always done).")
@@ -322,8 +331,12 @@ def build(state: CliState, tags: tuple[str, ...], dockerfile: str | None, build_
         raise UsageError("the context and the Dockerfile cannot both come from stdin")
     dockerfile_text = sys.stdin.read() if dockerfile == "-" else None
     source: Any = sys.stdin.buffer if context == "-" else context
-    image_id = images.build(source, options, dockerfile=None if dockerfile == "-" else dockerfile,
-                            dockerfile_text=dockerfile_text, quiet=quiet, on_event=_Printer(quiet))
+    printer = _Printer(quiet, progress)
+    try:
+        image_id = images.build(source, options, dockerfile=None if dockerfile == "-" else dockerfile,
+                                dockerfile_text=dockerfile_text, quiet=quiet, on_event=printer)
+    finally:
+        printer.progress.stop()
     if quiet:
         click.echo(image_id)
     if iidfile:

@@ -84,10 +84,12 @@ class Progress:
     call :meth:`stop`) so the last frame is drawn before anything else is printed.
     """
 
-    def __init__(self, quiet: bool = False, stream: IO[str] | None = None) -> None:
+    def __init__(self, quiet: bool = False, stream: IO[str] | None = None, terminal: bool | None = None) -> None:
+        """:param terminal: draw rows (True) or print lines (False) whatever ``stream`` is;
+            None asks the stream (``build --progress tty|plain|auto``)"""
         self.quiet = quiet
         self.stream = stream if stream is not None else sys.stdout
-        self.terminal = not quiet and _is_terminal(self.stream)
+        self.terminal = not quiet and (_is_terminal(self.stream) if terminal is None else terminal)
         self._rows: dict[str, LayerRow] = {}
         self._live: Any = None
         self._console: Any = None
@@ -153,7 +155,8 @@ class Progress:
             from rich.live import Live
 
             if self._console is None:
-                self._console = Console(file=self.stream, highlight=False, soft_wrap=False)
+                self._console = Console(file=self.stream, highlight=False, soft_wrap=False,
+                                        force_terminal=True)
             # Redrawn at each event (already throttled by the verbs to about 50 per blob), not by
             # a timer thread: the display changes exactly when the transfer does.
             self._live = Live(self._table(), console=self._console, auto_refresh=False, transient=False,

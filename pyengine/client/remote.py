@@ -594,6 +594,8 @@ class RemoteImages:
                     last = text.strip() or last
                     if on_event is not None and not quiet:
                         on_event("output", text)
+                elif ("status" in event or "progressDetail" in event) and on_event is not None and not quiet:
+                    on_event("progress", event)  # a base image's pull
         except StreamError as exc:
             raise BuildFailed(str(exc)) from None
         finally:

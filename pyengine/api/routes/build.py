@@ -109,6 +109,9 @@ async def build(request: web.Request) -> web.StreamResponse:
                 return
             if quiet:
                 return
+            if kind == "progress":  # a base image's pull, dockerd's events as they are
+                emit(text)
+                return
             if kind == "output":
                 emit({"stream": text})
                 at_line_start[0] = text.endswith("\n")
