@@ -352,7 +352,7 @@ def test_terminal_gets_a_pty_with_its_window_size(rootfs: Path) -> None:
     assert process.wait() == 0
     os.close(process.tty_master)
     text = output.decode()
-    assert "/dev/console" in text and "30 100" in text and "40 120" in text
+    assert "/dev/pts/0" in text and "30 100" in text and "40 120" in text
 
 
 def test_exec_in_joins_the_running_container(rootfs: Path) -> None:

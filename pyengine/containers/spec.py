@@ -259,6 +259,10 @@ def build_spec(record: ContainerRecord, rootfs: Path, container_dir: Path,
     process["env"] = list(config.get("Env") or [])
     if config.get("Tty") and not any(e.startswith("TERM=") for e in process["env"]):
         process["env"].append("TERM=xterm")
+    size = host.get("ConsoleSize") or []
+    if config.get("Tty") and len(size) == 2 and all(isinstance(n, int) and n > 0 for n in size):
+        # Docker's [height, width] at create: the pty has it before the command starts
+        process["consoleSize"] = {"height": size[0], "width": size[1]}
     process["cwd"] = config.get("WorkingDir") or "/"
     uid, gid, extra = resolve_user(rootfs, config.get("User") or "")
     process["user"] = {"uid": uid, "gid": gid, "additionalGids": extra}

@@ -1,6 +1,6 @@
 """The kernel seam: thin ctypes wrappers over the syscalls the launcher needs (unshare, setns,
 mount, umount2, pivot_root, mknod, prctl, capget/capset, sethostname, dumpability, sealed
-memfds, execveat) and libseccomp.
+memfds, execveat, the pty ioctls, descriptor passing over a Unix socket) and libseccomp.
 
 Each wrapper raises OSError with the kernel's errno, so callers above it can be tested with a
 fake seam; nothing here decides policy. x86_64 syscall numbers; Python 3.11 has no os.unshare.
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
+import socket
 import struct
 from typing import Any
 
@@ -159,6 +161,55 @@ def set_dumpable(dumpable: bool) -> None:
     only a holder of CAP_SYS_PTRACE over it may open them. execve of a readable, non-setuid
     file makes a process dumpable again."""
     prctl(PR_SET_DUMPABLE, 1 if dumpable else 0)
+
+
+#: pty ioctls (asm-generic numbers: x86_64 and arm64 alike)
+TIOCGPTN = 0x80045430
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441  # Linux 4.13
+
+
+def pty_unlock(master: int) -> None:
+    """unlockpt(3): let the slave of the pty ``master`` be opened."""
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+
+
+def pty_number(master: int) -> int:
+    """The N of the slave /dev/pts/N of the pty ``master`` (ptsname(3)), on the devpts
+    instance the master was opened from."""
+    return struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, bytes(4)))[0]
+
+
+def pty_peer(master: int, flags: int) -> int:
+    """Open the slave of the pty ``master`` through the master itself, not by a path a
+    process could have swapped (TIOCGPTPEER); a new fd opened with ``flags``."""
+    return fcntl.ioctl(master, TIOCGPTPEER, flags)
+
+
+def send_fd(sock: int, fd: int) -> None:
+    """Send the descriptor ``fd`` over the connected Unix socket ``sock`` (SCM_RIGHTS)."""
+    carrier = socket.socket(fileno=sock)
+    try:
+        socket.send_fds(carrier, [b"F"], [fd])
+    finally:
+        carrier.detach()
+
+
+def recv_fd(sock: int) -> int | None:
+    """The descriptor sent over the Unix socket ``sock`` (close-on-exec), or None at EOF
+    (the peer closed its end without sending one)."""
+    carrier = socket.socket(fileno=sock)
+    size = struct.calcsize("i")
+    try:
+        # recvmsg, not socket.recv_fds: Python 3.11's drops its flags, and with them CLOEXEC
+        _, ancillary, _, _ = carrier.recvmsg(1, socket.CMSG_SPACE(size), socket.MSG_CMSG_CLOEXEC)
+    finally:
+        carrier.detach()
+    fds = [fd for level, kind, data in ancillary if (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+           for (fd,) in struct.iter_unpack("i", data[:len(data) - len(data) % size])]
+    for extra in fds[1:]:
+        os.close(extra)
+    return fds[0] if fds else None
 
 
 #: memfd_create(2) flags; MFD_EXEC (Linux 6.3) asks for an executable memfd where the

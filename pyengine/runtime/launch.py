@@ -2,9 +2,13 @@
 container for ``exec``.
 
 Owns the fork, the child-side setup (namespaces, rootfs + pivot_root, /proc masks, minimal
-/dev, hostname, rlimits, user, capabilities, no_new_privs, seccomp, exec) and the pipes that
-report a setup failure as one line. Calls only ``pyengine.runtime.kernel`` for the kernel and
-the isolators' ``prepare``/``enter`` on the host side.
+/dev, the terminal, hostname, rlimits, user, capabilities, no_new_privs, seccomp, exec) and the
+pipes that report a setup failure as one line. Calls only ``pyengine.runtime.kernel`` for the
+kernel and the isolators' ``prepare``/``enter`` on the host side.
+
+A terminal is made the runc way: the child opens /dev/ptmx *inside* the container (its own
+devpts instance), makes the slave its controlling terminal and stdio, and sends the master
+back over a Unix socketpair (the console socket); no host pty or host devpts is handed in.
 
 The container's PID 1 is a direct child of the caller: the caller unshares its pid namespace
 *for children* only, forks, and moves its children's namespace back, so no intermediate
@@ -18,6 +22,7 @@ import fcntl
 import os
 import resource
 import signal
+import socket
 import stat
 import struct
 import termios
@@ -141,9 +146,10 @@ def launch(container_id: str, spec: dict[str, Any], isolators: Iterable[Any] = (
     isolator ``enter`` it while it waits, then let it exec. Raises ContainerStartError with
     Docker's exit code and the child's one-line reason when setup or exec fails.
 
-    With ``process.terminal`` a pty is allocated and its master is ``Process.tty_master``;
-    otherwise the given fds become the process's stdio (None: /dev/null for stdin, the
-    caller's own for stdout/stderr)."""
+    With ``process.terminal`` the child allocates a pty of the container's own devpts (the
+    slave is also bind-mounted on /dev/console, as runc does) and its master is
+    ``Process.tty_master``; otherwise the given fds become the process's stdio (None:
+    /dev/null for stdin, the caller's own for stdout/stderr)."""
     started = time.monotonic()
     isolators = list(isolators)
     namespaces = _namespaces(spec)
@@ -162,14 +168,7 @@ def launch(container_id: str, spec: dict[str, Any], isolators: Iterable[Any] = (
         state[isolator.name] = isolator.prepare(container_id, spec)
     init_fd = init_program() if spec.get("annotations", {}).get("pyengine.init") == "true" else None
 
-    process_spec = spec.get("process", {})
-    terminal = bool(process_spec.get("terminal"))
-    master = slave = None
-    if terminal:
-        master, slave = os.openpty()
-        size = process_spec.get("consoleSize") or {}
-        if size.get("height") and size.get("width"):
-            set_window_size(master, int(size["height"]), int(size["width"]))
+    console_ours, console_theirs = _console_socket(spec)
     pid_entry = next((n for n in namespaces if n["type"] == "pid"), None)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
@@ -179,7 +178,7 @@ def launch(container_id: str, spec: dict[str, Any], isolators: Iterable[Any] = (
     try:
         pid = _fork_in_pid_ns(pid_entry)
     except BaseException:
-        for fd in (err_r, err_w, sync_r, sync_w, ready_r, ready_w, master, slave):
+        for fd in (err_r, err_w, sync_r, sync_w, ready_r, ready_w, console_ours, console_theirs):
             if fd is not None:
                 os.close(fd)
         raise
@@ -187,15 +186,15 @@ def launch(container_id: str, spec: dict[str, Any], isolators: Iterable[Any] = (
         os.close(err_r)
         os.close(sync_w)
         os.close(ready_r)
-        if master is not None:
-            os.close(master)
-        _child_main(spec, namespaces, err_w, sync_r, slave, (stdin, stdout, stderr), ready_w, init_fd)
+        if console_ours is not None:
+            os.close(console_ours)
+        _child_main(spec, namespaces, err_w, sync_r, console_theirs, (stdin, stdout, stderr), ready_w, init_fd)
     os.close(err_w)
     os.close(sync_r)
     os.close(ready_w)
-    if slave is not None:
-        os.close(slave)
-    process = Process(pid, master, state)
+    if console_theirs is not None:
+        os.close(console_theirs)
+    process = Process(pid, None, state)
     try:
         ready = os.read(ready_r, 1)
     finally:
@@ -208,13 +207,13 @@ def launch(container_id: str, spec: dict[str, Any], isolators: Iterable[Any] = (
     except BaseException:
         os.close(sync_w)
         os.close(err_r)
+        if console_ours is not None:
+            os.close(console_ours)  # and with it a master the child may have sent
         process.kill()
         process.wait()
-        if master is not None:
-            os.close(master)
         raise
     os.close(sync_w)
-    _await_exec(process, err_r)
+    _await_exec(process, err_r, console_ours)
     _log_info("container.launched", container=container_id, pid=pid,
              ms=round((time.monotonic() - started) * 1000, 1))
     return process
@@ -277,23 +276,58 @@ def _fork_nondumpable() -> int:
 _DUMPABLE_LOCK = threading.Lock()
 
 
-def _await_exec(process: Process, err_r: int) -> None:
-    """Block until the child execs (its CLOEXEC error pipe closes) or reports a failure."""
+def _console_socket(spec: dict[str, Any]) -> tuple[int | None, int | None]:
+    """With ``process.terminal``, the console socket: (the parent's end, the child's end),
+    both close-on-exec; else (None, None)."""
+    if not spec.get("process", {}).get("terminal"):
+        return None, None
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return ours.detach(), theirs.detach()
+
+
+def _await_exec(process: Process, err_r: int, console: int | None = None) -> None:
+    """Block until the child execs (its CLOEXEC error pipe closes) or reports a failure;
+    with a console socket, then take the pty master the child sent on it (closing it)."""
     chunks = []
-    while True:
-        data = os.read(err_r, 4096)
-        if not data:
-            break
-        chunks.append(data)
-    os.close(err_r)
+    try:
+        while True:
+            data = os.read(err_r, 4096)
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(err_r)
     if chunks:
+        if console is not None:
+            os.close(console)
         text = b"".join(chunks).decode(errors="replace")
         code, _, message = text.partition(" ")
         process.wait()
-        if process.tty_master is not None:
-            os.close(process.tty_master)
         raise ContainerStartError(message.strip() or "the container failed to start",
                                   int(code) if code.isdigit() else _SETUP_FAILED)
+    if console is None:
+        return
+    try:
+        master = k.recv_fd(console)
+    finally:
+        os.close(console)
+    if master is not None and not _is_pty_master(master):
+        os.close(master)
+        master = None
+    if master is None:
+        process.kill()
+        process.wait()
+        raise ContainerStartError("the container's process started without the terminal it was to allocate")
+    process.tty_master = master
+
+
+def _is_pty_master(fd: int) -> bool:
+    try:
+        info = os.fstat(fd)
+        k.pty_number(fd)
+    except OSError:
+        return False
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == os.makedev(5, 2)
 
 
 def exec_in(pid: int, spec: dict[str, Any], stdin: int | None = None, stdout: int | None = None,
@@ -305,13 +339,7 @@ def exec_in(pid: int, spec: dict[str, Any], stdin: int | None = None, stdout: in
     check_rlimits(spec)
     if spec.get("linux", {}).get("seccomp") and k.libseccomp() is not None:
         k.seccomp_compile(spec["linux"]["seccomp"])  # here: after setns(mnt) the host's library is out of reach
-    process_spec = spec.get("process", {})
-    master = slave = None
-    if process_spec.get("terminal"):
-        master, slave = os.openpty()
-        size = process_spec.get("consoleSize") or {}
-        if size.get("height") and size.get("width"):
-            set_window_size(master, int(size["height"]), int(size["width"]))
+    terminal = bool(spec.get("process", {}).get("terminal"))
     fds: list[tuple[int, int]] = []
     try:
         for kind in ("ipc", "uts", "network", "cgroup", "mount"):
@@ -325,22 +353,26 @@ def exec_in(pid: int, spec: dict[str, Any], stdin: int | None = None, stdout: in
         raise ContainerStartError(f"the container's process {pid} is not running", 1) from None
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
+    console_ours, console_theirs = _console_socket(spec)
     pid_path = f"/proc/{pid}/ns/pid"
     same_pid_ns = os.stat(pid_path).st_ino == os.stat("/proc/self/ns/pid").st_ino
     child = _fork_in_pid_ns(None if same_pid_ns else {"type": "pid", "path": pid_path})
     if child == 0:  # pragma: no cover - the child never returns
         os.close(err_r)
         os.close(sync_w)
-        if master is not None:
-            os.close(master)
+        if console_ours is not None:
+            os.close(console_ours)
         try:
-            _setup_stdio(slave, (stdin, stdout, stderr))
+            _setup_stdio((stdin, stdout, stderr), terminal)
             for fd, flag in fds:
                 k.setns(fd, flag)
                 os.close(fd)
             if not os.read(sync_r, 1):
                 os._exit(_SETUP_FAILED)
             os.close(sync_r)
+            if console_theirs is not None:
+                # in the container's mounts and cgroups now: its /dev/ptmx, its devpts
+                _open_console(console_theirs, spec, bind_console=False)
             _confine_and_exec(spec, err_w)
         except BaseException as exc:  # noqa: BLE001 - everything becomes one line for the parent
             _fail(err_w, _SETUP_FAILED, _reason(exc))
@@ -348,9 +380,9 @@ def exec_in(pid: int, spec: dict[str, Any], stdin: int | None = None, stdout: in
         os.close(fd)
     os.close(err_w)
     os.close(sync_r)
-    if slave is not None:
-        os.close(slave)
-    process = Process(child, master)
+    if console_theirs is not None:
+        os.close(console_theirs)
+    process = Process(child, None)
     try:
         for isolator in isolators:
             isolator.enter(container_id, spec, child)
@@ -358,11 +390,13 @@ def exec_in(pid: int, spec: dict[str, Any], stdin: int | None = None, stdout: in
     except BaseException:
         os.close(sync_w)
         os.close(err_r)
+        if console_ours is not None:
+            os.close(console_ours)
         process.kill()
         process.wait()
         raise
     os.close(sync_w)
-    _await_exec(process, err_r)
+    _await_exec(process, err_r, console_ours)
     _log_info("container.exec", container=container_id, pid=child, ms=round((time.monotonic() - started) * 1000, 1))
     return process
 
@@ -382,14 +416,16 @@ def _fail(err_w: int, code: int, message: str) -> None:
         os._exit(code)
 
 
-def _setup_stdio(slave: int | None, stdio: tuple[int | None, int | None, int | None]) -> None:
+def _setup_stdio(stdio: tuple[int | None, int | None, int | None], terminal: bool = False) -> None:
+    """A new session, and ``stdio`` on 0-2. With ``terminal`` /dev/null holds 0-2 until
+    ``_open_console`` puts the container's pty there: none of the caller's descriptors (a
+    host terminal) goes with this process into the container."""
     os.setsid()
-    if slave is not None:
-        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    if terminal:
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         for target in (0, 1, 2):
-            os.dup2(slave, target)
-        if slave > 2:
-            os.close(slave)
+            os.dup2(null, target)
+        os.close(null)
         return
     stdin, stdout, stderr = stdio
     if stdin is None:
@@ -402,17 +438,74 @@ def _setup_stdio(slave: int | None, stdio: tuple[int | None, int | None, int | N
             os.close(copy)
 
 
+def _open_console(console: int, spec: dict[str, Any], bind_console: bool) -> None:
+    """Allocate this process's terminal the runc way, in the container's mount namespace
+    (after pivot_root, or after setns for exec): a pty of the container's own devpts through
+    its /dev/ptmx, sized to ``process.consoleSize``, owned by the process's user, the
+    controlling terminal and 0-2 of this process; with ``bind_console`` (the container's
+    init) bind-mounted on /dev/console too. The master goes to the parent over the console
+    socket, which is closed then."""
+    process = spec.get("process", {})
+    try:
+        master = _open_ptmx()
+        try:
+            k.pty_unlock(master)
+            number = k.pty_number(master)
+            try:
+                slave = k.pty_peer(master, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            except OSError as exc:  # a kernel before 4.13: by its name in this devpts
+                if exc.errno not in (errno.EINVAL, errno.ENOTTY):
+                    raise
+                slave = os.open(f"/dev/pts/{number}", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            size = process.get("consoleSize") or {}
+            if size.get("height") and size.get("width"):
+                set_window_size(master, int(size["height"]), int(size["width"]))
+            # The slave is root's until now: the process's user owns its terminal (runc's
+            # fixStdioPermissions), so it may reopen /dev/pts/N as Docker's processes can.
+            os.fchown(slave, int((process.get("user") or {}).get("uid", 0)), -1)
+            if bind_console:
+                path = "/dev/console"
+                if not os.path.lexists(path):
+                    os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+                k.mount(f"/dev/pts/{number}", path, None, k.MS_BIND)
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+            for target in (0, 1, 2):
+                os.dup2(slave, target)
+            os.close(slave)
+            k.send_fd(console, master)
+        finally:
+            os.close(master)
+    except OSError as exc:
+        raise ContainerStartError(f"cannot allocate the container's terminal: {_reason(exc)}") from None
+    os.close(console)
+
+
+def _open_ptmx() -> int:
+    """The container's /dev/ptmx, opened only when it is the pty multiplexer (c 5:2): an exec
+    joins a container whose /dev its processes may have changed (a FIFO there would hang us,
+    another device would be opened for nothing)."""
+    info = os.stat("/dev/ptmx")
+    if not stat.S_ISCHR(info.st_mode) or info.st_rdev != os.makedev(5, 2):
+        raise ContainerStartError("cannot allocate the container's terminal: /dev/ptmx is not the pty multiplexer")
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    opened = os.fstat(master)
+    if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+        os.close(master)
+        raise ContainerStartError("cannot allocate the container's terminal: /dev/ptmx changed while it was opened")
+    return master
+
+
 def _child_main(spec: dict[str, Any], namespaces: list[dict[str, Any]], err_w: int, sync_r: int,
-                slave: int | None, stdio: tuple[int | None, int | None, int | None], ready_w: int,
+                console: int | None, stdio: tuple[int | None, int | None, int | None], ready_w: int,
                 init_fd: int | None = None) -> None:
-    """The container's PID 1 before exec: never returns. ``init_fd``: the sealed copy of
-    pyengine-shim to run as init (``--init``), or None."""
+    """The container's PID 1 before exec: never returns. ``console``: the child's end of the
+    console socket (with a terminal), or None; ``init_fd``: the sealed copy of pyengine-shim
+    to run as init (``--init``), or None."""
     try:
         # PID 1 dies with its parent (the monitor), so a killed monitor never leaves an
         # unsupervised container behind; the next command records it as exited.
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
-        console = os.ttyname(slave) if slave is not None else None
-        _setup_stdio(slave, stdio)
+        _setup_stdio(stdio, terminal=console is not None)
         joined = []
         unshare_flags = 0
         for entry in namespaces:
@@ -570,7 +663,10 @@ def _mount_cgroups(mount: dict[str, Any]) -> None:
         raise ContainerStartError(f"cannot mount the container's cgroups on {destination}: {reason}") from None
 
 
-def _setup_rootfs(spec: dict[str, Any], console: str | None) -> None:
+def _setup_rootfs(spec: dict[str, Any], console: int | None) -> None:
+    """Mount the spec's filesystems and devices in the root, pivot into it, and (``console``:
+    the console socket) allocate the terminal there, before the masks and read-only remounts,
+    as runc does."""
     linux = spec.get("linux", {})
     root = os.path.realpath(spec["root"]["path"])
     propagation = _PROPAGATION.get(linux.get("rootfsPropagation") or "rprivate", k.MS_PRIVATE | k.MS_REC)
@@ -594,11 +690,6 @@ def _setup_rootfs(spec: dict[str, Any], console: str | None) -> None:
         _symlink(target, os.path.join(dev, name))
     if os.path.isdir(os.path.join(dev, "pts")):
         _symlink("pts/ptmx", os.path.join(dev, "ptmx"))
-    if console:
-        path = os.path.join(dev, "console")
-        if not os.path.lexists(path):
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-        k.mount(console, path, None, k.MS_BIND)
     if propagation != k.MS_PRIVATE | k.MS_REC:
         k.mount(None, root, None, propagation)
     os.chdir(root)
@@ -606,6 +697,8 @@ def _setup_rootfs(spec: dict[str, Any], console: str | None) -> None:
     k.pivot_root(".", ".")
     k.umount2(".", k.MNT_DETACH)
     os.chdir("/")
+    if console is not None:
+        _open_console(console, spec, bind_console=True)
     for key, value in (linux.get("sysctl") or {}).items():
         # Before /proc/sys turns read-only; namespaced keys only change this container.
         with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
