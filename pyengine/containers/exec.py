@@ -1,9 +1,10 @@
 """Exec: start a process inside a running container, relay its stdio through descriptors the
 engine owns, and keep the exec records the Docker API creates, starts and inspects.
 
-A caller's own descriptors never reach the container: the process gets pipes (or a pty) made
-here, and ``relay`` copies between them and the caller's stdin, stdout and stderr, as
-Docker's and podman's exec do. Otherwise a container could read back, seek or truncate the
+A caller's own descriptors never reach the container: the process gets pipes made here (or,
+with a tty, a pty of the container's own devpts, whose master the launcher hands back), and
+``relay`` copies between them and the caller's stdin, stdout and stderr, as Docker's and
+podman's exec do. Otherwise a container could read back, seek or truncate the
 host file a user redirected ``pyengine exec ... >> file`` to, or learn its path from
 /proc/self/fd. Calls the runtime launcher (``exec_in``) and the container spec builder; used
 by the CLI's ``exec`` and the daemon's exec routes.
@@ -38,7 +39,8 @@ class ExecSession:
 
     ``stdin_w`` is the write end of its stdin pipe (None unless interactive without a tty:
     close it for EOF); ``stdout_r``/``stderr_r`` the read ends of its output pipes (None with
-    a tty or detached); ``tty_master`` the pty it runs on (None without a tty)."""
+    a tty or detached); ``tty_master`` the master of the pty it runs on, a pty the process
+    opened in the container's /dev/pts (None without a tty)."""
 
     def __init__(self, process: Any, stdin_w: int | None, stdout_r: int | None, stderr_r: int | None,
                  store: ExecStore | None = None, exec_id: str | None = None) -> None:
