@@ -145,15 +145,15 @@ def _load_json_list(data: bytes) -> list[dict[str, Any]]:
 
 
 class _ReportingReader:
-    """A member's stream that reports the bytes read through it so far."""
+    """A layer member's stream that reports the bytes read through it so far to ``on_bytes``."""
 
-    def __init__(self, stream: IO[bytes], report: Callable[[int], None]) -> None:
-        self.stream, self.report, self.done = stream, report, 0
+    def __init__(self, stream: IO[bytes], on_bytes: OnBytes, layer_id: str, total: int) -> None:
+        self.stream, self.on_bytes, self.layer_id, self.total, self.done = stream, on_bytes, layer_id, total, 0
 
     def read(self, n: int = -1) -> bytes:
         data = self.stream.read(n)
         self.done += len(data)
-        self.report(self.done)
+        self.on_bytes(self.layer_id, self.done, self.total)
         return data
 
 
@@ -167,8 +167,8 @@ def _ingest_member(store: ImageStore, archive: _OuterArchive, digest: str, on_by
         if on_bytes is None:
             store.ingest_blob(digest, stream)
             return
-        total = archive.member(name).size
-        store.ingest_blob(digest, _ReportingReader(stream, lambda done: on_bytes(digest, done, total)))
+        reader = _ReportingReader(stream, on_bytes, digest, archive.member(name).size)
+        store.ingest_blob(digest, reader)  # type: ignore[arg-type]  # read() is all it uses
 
 
 def _load_oci(store: ImageStore, archive: _OuterArchive, on_bytes: OnBytes | None = None) -> list[tuple[str, Image]]:
@@ -228,9 +228,8 @@ def _load_docker(store: ImageStore, archive: _OuterArchive, on_bytes: OnBytes | 
                 reader: IO[bytes] | _ReportingReader = stream
                 if on_bytes is not None:
                     layer_id = diff_ids[number] if number < len(diff_ids) else name
-                    total = archive.member(name).size
-                    reader = _ReportingReader(stream, lambda done, i=layer_id, n=total: on_bytes(i, done, n))
-                path = store.ingest_blob(None, reader)  # type: ignore[arg-type]
+                    reader = _ReportingReader(stream, on_bytes, layer_id, archive.member(name).size)
+                path = store.ingest_blob(None, reader)  # type: ignore[arg-type]  # read() is all it uses
             layers.append({"mediaType": media.layer_type_for(head), "digest": "sha256:" + path.name,
                            "size": path.stat().st_size})
         manifest = {"schemaVersion": 2, "mediaType": media.OCI_MANIFEST,
