@@ -163,7 +163,8 @@ def test_run_rm_events_in_order_daemonless_and_through_the_daemon(engine: Engine
     by_type = engine.run("system", "events", "--since", since, "--until", until, "-f", "type=volume",
                          "-f", "type=image", "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
                          check=True).stdout.splitlines()
-    assert by_type == ["volume create ", "image tag busybox:ev"]
+    # a volume event has no name attribute: docker's template prints a missing map key as <no value>
+    assert by_type == ["volume create <no value>", "image tag busybox:ev"]
 
     daemon = start_daemon(engine)
     try:

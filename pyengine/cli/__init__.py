@@ -8,6 +8,7 @@ Sub-commands live in their own modules and are imported only when named, so that
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "network": "pyengine.cli.network:network",
     "daemon": "pyengine.cli.daemon:daemon",
     "events": "pyengine.cli.events:events",
+    "completion": "pyengine.cli.completion:completion",
     **{name: f"pyengine.cli.registry:{name}" for name in ("pull", "push", "login", "logout", "search")},
     **{name: f"pyengine.cli.images:{attr}" for name, attr in (
         ("images", "images"), ("image", "image"), ("import", "import_"), ("load", "load"), ("save", "save"),
@@ -56,7 +58,12 @@ class EngineGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
             module, _, attr = self.lazy[cmd_name].partition(":")
-            return getattr(importlib.import_module(module), attr)
+            command = getattr(importlib.import_module(module), attr)
+            if "_PYENGINE_COMPLETE" in os.environ:  # the shell asks what to complete
+                from pyengine.cli.completion import add_completions
+
+                add_completions(command, cmd_name)
+            return command
         if cmd_name not in self.commands:
             self._ask_plugins(ctx)
             if cmd_name not in self.commands and self._config_error is not None:

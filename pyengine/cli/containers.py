@@ -299,7 +299,8 @@ def start(state: CliState, containers: tuple[str, ...], attach: bool, interactiv
 @click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
 @click.option("-f", "--filter", "filters", multiple=True,
               help="status=, name=, id=, label=, exited=, ancestor=, before=, since=, volume=, network=.")
-@click.option("--format", "fmt", help="'json' or a template with {{.ID}} {{.Names}} {{.Status}} ...")
+@click.option("--format", "fmt", help="'json', 'table' or a Go template: {{.ID}} {{.Names}} {{.Status}} "
+              "{{.Label \"k\"}} ... ('table {{.Names}}\\t{{.Status}}' adds docker's header).")
 @click.option("--no-trunc", is_flag=True, help="Do not truncate IDs and commands.")
 @pass_state
 def ps(state: CliState, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: str | None, no_trunc: bool) -> None:
@@ -314,29 +315,13 @@ def ps(state: CliState, all_: bool, quiet: bool, filters: tuple[str, ...], fmt: 
         return
     import time
 
+    from pyengine.cli import template
+    from pyengine.cli.images import human_size
+
     now = time.time()
-    rows = []
-    for c in found:
-        cmd = c.get("Command") or ""
-        created = c.get("Created") or 0
-        rows.append({"ID": c["Id"] if no_trunc else c["Id"][:12], "Image": c.get("Image", ""),
-                     "Command": cmd if no_trunc else (cmd[:20] + "…" if len(cmd) > 21 else cmd),
-                     "CreatedAt": time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime(created)),
-                     "RunningFor": human_duration(max(0, now - created)) + " ago",
-                     "Status": c.get("Status", ""), "State": c.get("State", ""),
-                     "Names": ",".join(n.lstrip("/") for n in c.get("Names") or []),
-                     "Ports": _ports_column(c.get("Ports") or []),
-                     "Labels": ",".join(f"{k}={v}" for k, v in (c.get("Labels") or {}).items())})
-    if fmt:
-        for row in rows:
-            click.echo(json.dumps(row) if fmt == "json" else _template(fmt, row))
-        return
-    header = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
-    table = [[row["ID"], row["Image"], f'"{row["Command"]}"', row["RunningFor"], row["Status"], row["Ports"],
-              row["Names"]] for row in rows]
-    widths = [max(len(x[i]) for x in [header, *table]) for i in range(len(header))]
-    for line in [header, *table]:
-        click.echo("   ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)).rstrip())
+    rows = [template.container_row(c, not no_trunc, now, human_size, human_duration, _ports_column) for c in found]
+    click.echo(template.format_rows(fmt or template.PS_DEFAULT, rows, template.PS_HEADERS, template.PS_DEFAULT),
+               nl=False)
 
 
 def _ports_column(ports: list[dict[str, Any]]) -> str:
@@ -348,15 +333,6 @@ def _ports_column(ports: list[dict[str, Any]]) -> str:
         else:
             out.append(f"{p['PrivatePort']}/{p.get('Type', 'tcp')}")
     return ", ".join(out)
-
-
-def _template(fmt: str, row: dict[str, Any]) -> str:
-    import re
-
-    fmt = fmt.replace("\\t", "\t").replace("\\n", "\n")
-    if fmt.startswith("table "):
-        fmt = fmt[6:]
-    return re.sub(r"\{\{\s*\.(\w+)\s*\}\}", lambda m: str(row.get(m.group(1), "")), fmt)
 
 
 @click.command()
@@ -551,32 +527,31 @@ def update(state: CliState, containers: tuple[str, ...], **o: Any) -> None:
 
 
 @click.command()
-@click.option("-f", "--format", "fmt", help="A template ({{.State.ExitCode}}) or 'json'.")
-@click.argument("containers", nargs=-1, required=True)
+@click.option("-f", "--format", "fmt", help="A Go template ({{.State.ExitCode}}, {{json .Config}}) or 'json'.")
+@click.option("--type", "kind", type=click.Choice(["container", "image", "network", "volume"]),
+              help="Only look for this kind of object [default: any, containers first].")
+@click.argument("containers", nargs=-1, required=True, metavar="NAME|ID...")
 @pass_state
-def inspect(state: CliState, containers: tuple[str, ...], fmt: str | None) -> None:
-    """Show containers' details as JSON."""
-    engine = state.containers()
-    docs = [engine.inspect(ref) for ref in containers]
-    if fmt and fmt != "json":
-        for doc in docs:
-            click.echo(_path_template(fmt, doc))
-        return
-    click.echo(json.dumps(docs, indent=4))
+def inspect(state: CliState, containers: tuple[str, ...], fmt: str | None, kind: str | None) -> None:
+    """Show the details of containers (or images, networks, volumes) as JSON or through a template."""
+    from pyengine.cli.template import inspect_output
 
-
-def _path_template(fmt: str, doc: dict[str, Any]) -> str:
-    import re
-
-    def lookup(match: Any) -> str:
-        value: Any = doc
-        for part in match.group(1).split("."):
-            value = value.get(part, "") if isinstance(value, dict) else ""
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-
-    return re.sub(r"\{\{\s*\.([\w.]+)\s*\}\}", lookup, fmt)
+    kinds = [kind] if kind else ["container", "image", "network", "volume"]
+    verbs = {"container": state.containers, "image": state.images, "network": state.networks,
+             "volume": state.volumes}
+    docs = []
+    for ref in containers:
+        missing: NotFound | None = None
+        for what in kinds:
+            try:
+                docs.append(verbs[what]().inspect(ref))
+                break
+            except NotFound as exc:
+                missing = missing or exc  # the container's (or --type's) own words if nothing has the name
+        else:
+            assert missing is not None
+            raise missing
+    click.echo(inspect_output(docs, fmt), nl=False)
 
 
 @click.command()
@@ -628,19 +603,34 @@ def top(state: CliState, container: str, ps_args: tuple[str, ...]) -> None:
 
 @click.command()
 @click.option("--no-stream", is_flag=True, help="Print one sample and exit.")
-@click.option("--format", "fmt", help="'json' for one JSON object per container.")
+@click.option("--format", "fmt", help="'json' for one JSON object per container, or a Go template: "
+              "'table {{.Name}}\\t{{.CPUPerc}}\\t{{.MemUsage}}' (Container Name ID CPUPerc MemUsage MemPerc NetIO "
+              "BlockIO PIDs).")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate container IDs.")
 @click.argument("containers", nargs=-1)
 @pass_state
-def stats(state: CliState, containers: tuple[str, ...], no_stream: bool, fmt: str | None) -> None:
+def stats(state: CliState, containers: tuple[str, ...], no_stream: bool, fmt: str | None, no_trunc: bool) -> None:
     """Resource usage of running containers, read from their cgroups."""
     import time
 
+    from pyengine.cli import template
     from pyengine.errors import PyEngineError
 
     engine = state.containers()
     refs = list(containers) or [c["Id"] for c in engine.list()]
+    templated = bool(fmt) and fmt != "json"
+    previous: dict[str, dict[str, Any]] = {}
+    if templated and "CPUPerc" in (fmt or ""):
+        # CPU % is a rate: a first sample to measure the next one against, as dockerd waits for two
+        for ref in refs:
+            try:
+                previous[ref] = engine.stats(ref)
+            except PyEngineError:
+                pass
+        time.sleep(0.5)
     while True:
         rows = []
+        docs: dict[str, dict[str, Any]] = {}
         for ref in refs:
             try:
                 doc = engine.stats(ref)
@@ -648,8 +638,14 @@ def stats(state: CliState, containers: tuple[str, ...], no_stream: bool, fmt: st
                 if containers:
                     raise
                 continue  # a container that just ended is no longer listed
+            docs[ref] = doc
             rows.append(_stats_row(doc))
-        if fmt == "json":
+        if templated:
+            contexts = [template.stats_row(doc, ref, previous.get(ref), not no_trunc) for ref, doc in docs.items()]
+            click.echo(template.format_rows(fmt or "", contexts, template.STATS_HEADERS, template.STATS_DEFAULT),
+                       nl=False)
+            previous = docs
+        elif fmt == "json":
             for row in rows:
                 click.echo(json.dumps(row))
         else:
@@ -663,6 +659,7 @@ def stats(state: CliState, containers: tuple[str, ...], no_stream: bool, fmt: st
                            f"{(row.get('pids') or {}).get('current', ''):>6}")
         if no_stream:
             return
+        sys.stdout.flush()
         time.sleep(1)
 
 
@@ -765,22 +762,30 @@ def volume_create(state: CliState, name: str | None, label: tuple[str, ...]) -> 
 
 @volume.command(name="ls")
 @click.option("-q", "--quiet", is_flag=True)
+@click.option("--format", "fmt", help="'json', 'table' or a Go template: {{.Name}} {{.Driver}} {{.Mountpoint}} ...")
 @pass_state
-def volume_ls(state: CliState, quiet: bool) -> None:
+def volume_ls(state: CliState, quiet: bool, fmt: str | None) -> None:
     """List volumes."""
+    from pyengine.cli import template
+
     vols = state.volumes().list()
-    if not quiet:
-        click.echo(f"{'DRIVER':<10}VOLUME NAME")
-    for v in vols:
-        click.echo(v["Name"] if quiet else f"{v['Driver']:<10}{v['Name']}")
+    if quiet:
+        for v in vols:
+            click.echo(v["Name"])
+        return
+    click.echo(template.format_rows(fmt or template.VOLUME_DEFAULT, [template.volume_row(v) for v in vols],
+                                    template.VOLUME_HEADERS, template.VOLUME_DEFAULT), nl=False)
 
 
 @volume.command(name="inspect")
+@click.option("-f", "--format", "fmt", help="A Go template ({{.Mountpoint}}) or 'json'.")
 @click.argument("names", nargs=-1, required=True)
 @pass_state
-def volume_inspect(state: CliState, names: tuple[str, ...]) -> None:
+def volume_inspect(state: CliState, names: tuple[str, ...], fmt: str | None) -> None:
     """Show volumes' details."""
-    click.echo(json.dumps([state.volumes().inspect(n) for n in names], indent=4))
+    from pyengine.cli.template import inspect_output
+
+    click.echo(inspect_output([state.volumes().inspect(n) for n in names], fmt), nl=False)
 
 
 @volume.command(name="rm")

@@ -4,8 +4,6 @@ daemon's ``GET /events`` (with -H), as ``docker events`` prints them; streams ne
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 import time
 from typing import Any
@@ -13,39 +11,22 @@ from typing import Any
 import click
 
 from pyengine.cli import CliState, pass_state
-from pyengine.errors import UsageError
 
 
 def render(fmt: str, event: dict[str, Any]) -> str:
-    """A Go-template subset over an event (or any document): ``{{.Type}}``,
-    ``{{.Actor.Attributes.name}}``, ``{{json .}}``, ``{{json .Actor}}``; ``json`` alone means
-    ``{{json .}}``; a field's name matches its key whatever the case when no key is exact."""
-    if fmt == "json":
-        fmt = "{{json .}}"
+    """An event (or any document) through a Go template (``pyengine.cli.template``):
+    ``{{.Type}}``, ``{{.Actor.Attributes.name}}``, ``{{json .}}``; ``json`` alone means
+    ``{{json .}}``; a field may be named as docker's Go struct names it (``{{.Status}}``,
+    ``{{.TimeNano}}``) where the JSON key differs in case."""
+    from pyengine.cli.template import render as render_template
 
-    def lookup(path: str) -> Any:
-        node: Any = event
-        for part in [p for p in path.split(".") if p]:
-            if node is None:
-                return ""
-            if not isinstance(node, dict):
-                raise UsageError(f"template: can't evaluate field {part} in {path}")
-            if part not in node:
-                # Go templates name struct fields (APIVersion) where the JSON has ApiVersion
-                part = next((key for key in node if key.lower() == part.lower()), part)
-            node = node.get(part, "")
-        return node
-
-    def field(match: re.Match[str]) -> str:
-        expr = match.group(1).strip()
-        if expr.startswith("json ") and expr[5:].strip().startswith("."):
-            return json.dumps(lookup(expr[5:].strip()[1:]))
-        if expr.startswith("."):
-            value = lookup(expr[1:])
-            return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
-        raise UsageError(f"unsupported template expression {{{{{expr}}}}}")
-
-    return re.sub(r"\{\{(.*?)\}\}", field, fmt.replace("\\t", "\t").replace("\\n", "\n"))
+    if "json" in fmt:
+        return render_template(fmt, event, document=True)  # as dockerd sent it: empty fields left out
+    # every field of docker's events.Message, as its template sees them even where empty
+    message = {"status": "", "id": "", "from": "", "Type": "", "Action": "", "scope": "", "time": 0, "timeNano": 0,
+               **event}
+    message["Actor"] = {"ID": "", "Attributes": {}, **(event.get("Actor") or {})}
+    return render_template(fmt, message, document=True)
 
 
 @click.command("events")
@@ -53,7 +34,8 @@ def render(fmt: str, event: dict[str, Any]) -> str:
 @click.option("--until", metavar="TIME", help="Stream events until TIME, then exit.")
 @click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
               help="container, image, event, type, label, network, volume (several allowed).")
-@click.option("--format", "fmt", metavar="TEMPLATE", help="'json' or a Go-template subset: {{json .}}, {{.Action}}.")
+@click.option("--format", "fmt", metavar="TEMPLATE",
+              help="'json' or a Go template: {{json .}}, {{.Type}} {{.Action}} {{.Actor.Attributes.name}}.")
 @pass_state
 def events(state: CliState, since: str | None, until: str | None, filters: tuple[str, ...], fmt: str | None) -> None:
     """Show the engine's events (containers, images, networks, volumes) as they happen."""

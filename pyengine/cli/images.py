@@ -7,7 +7,6 @@ archive code are imported inside the commands so ``import pyengine.cli`` stays c
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from datetime import UTC, datetime
@@ -58,22 +57,6 @@ def table(rows: list[list[str]], header: list[str]) -> str:
                      for row in [header, *rows])
 
 
-def render_format(fmt: str, item: dict[str, Any]) -> str:
-    """A small subset of Go templates: ``{{.Field}}``, ``{{json .}}``, ``{{json .Field}}``, \\t."""
-    def field(match: re.Match[str]) -> str:
-        expr = match.group(1).strip()
-        if expr == "json .":
-            return json.dumps(item)
-        if expr.startswith("json ."):
-            return json.dumps(item.get(expr[len("json ."):]))
-        if expr.startswith("."):
-            if expr[1:] not in item:
-                raise UsageError(f"template: unknown field {expr}; known: {', '.join(sorted(item))}")
-            return str(item[expr[1:]])
-        raise UsageError(f"unsupported template expression {{{{{expr}}}}}")
-    return re.sub(r"\{\{(.*?)\}\}", field, fmt.replace("\\t", "\t").replace("\\n", "\n"))
-
-
 def store_of(state: CliState) -> Any:
     """The in-process image store (``system check``, which only works here)."""
     return state.engine().images
@@ -92,6 +75,13 @@ def _iso(seconds: int | float) -> str:
     return datetime.fromtimestamp(seconds or 0, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _go_time(seconds: int | float) -> str:
+    """Go's ``time.Unix(s, 0).String()`` in local time, as docker's CreatedAt columns print it."""
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S %z %Z", time.localtime(seconds or 0))
+
+
 def _image_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per name of each image (Docker's ImageSummary), as ``images`` prints them."""
     rows = []
@@ -104,16 +94,25 @@ def _image_rows(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
             digest = next((d for r, d in digests.items() if r == repo or r.endswith("/" + repo)), None)
             if digest is None and not name and digests:
                 digest = next(iter(digests.values()))
+            containers = image.get("Containers", -1)
             rows.append({"Repository": repo, "Tag": tag, "Digest": digest or "<none>",
                          "ID": image["Id"].removeprefix("sha256:")[:12], "FullID": image["Id"],
-                         "CreatedSince": human_ago(created), "CreatedAt": created,
-                         "Size": human_size(image.get("Size") or 0), "VirtualSize": human_size(image.get("Size") or 0)})
+                         "CreatedSince": human_ago(created), "CreatedAt": _go_time(image.get("Created") or 0),
+                         "Size": human_size(image.get("Size") or 0), "VirtualSize": human_size(image.get("Size") or 0),
+                         "Containers": "N/A" if containers is None or containers < 0 else str(containers),
+                         "SharedSize": "N/A", "UniqueSize": "N/A"})
     return rows
 
 
 def _list_images(state: CliState, all_images: bool, quiet: bool, digests: bool, fmt: str | None,
-                 no_trunc: bool) -> None:
-    rows = _image_rows(state.images().list(all_=all_images))
+                 no_trunc: bool, filters: tuple[str, ...] = (), reference: str | None = None) -> None:
+    from pyengine.cli import template
+    from pyengine.containers.filters import parse_cli_filters
+
+    wanted = parse_cli_filters(filters)
+    if reference:
+        wanted.setdefault("reference", []).append(reference)
+    rows = _image_rows(state.images().list(all_=all_images, filters=wanted or None))
     if quiet:
         seen = []
         for row in rows:
@@ -126,23 +125,21 @@ def _list_images(state: CliState, all_images: bool, quiet: bool, digests: bool, 
     if no_trunc:
         for row in rows:
             row["ID"] = row["FullID"]
-    if fmt and fmt != "table" and not fmt.startswith("table "):
-        if fmt == "json":
-            fmt = "{{json .}}"
-        for row in rows:
-            click.echo(render_format(fmt, row))
-        return
-    header = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
-    keys = ["Repository", "Tag"] + (["Digest"] if digests else []) + ["ID", "CreatedSince", "Size"]
-    click.echo(table([[r[k] for k in keys] for r in rows], header))
+    default = template.IMAGES_DIGESTS_DEFAULT if digests else template.IMAGES_DEFAULT
+    click.echo(template.format_rows(fmt or default, [template.image_row(r) for r in rows], template.IMAGES_HEADERS,
+                                    default), nl=False)
 
 
 _list_options = [
     click.option("-a", "--all", "all_images", is_flag=True, help="Show all images (default hides intermediates)."),
     click.option("-q", "--quiet", is_flag=True, help="Only show image IDs."),
     click.option("--digests", is_flag=True, help="Show digests."),
-    click.option("--format", "fmt", metavar="TEMPLATE", help="Go-template subset: {{.Repository}}, {{json .}}, json."),
+    click.option("--format", "fmt", metavar="TEMPLATE",
+                 help="'json', 'table' or a Go template: {{.Repository}} {{.Tag}} {{.ID}} {{json .}} ..."),
     click.option("--no-trunc", is_flag=True, help="Don't truncate output."),
+    click.option("-f", "--filter", "filters", multiple=True, metavar="KEY=VALUE",
+                 help="dangling=true|false, label=KEY[=VALUE], reference=PATTERN, before=IMAGE, since=IMAGE."),
+    click.argument("reference", required=False, metavar="[REPOSITORY[:TAG]]"),
 ]
 
 
@@ -157,54 +154,64 @@ def _with(options: list[Any]) -> Any:
 @click.command("images")
 @_with(_list_options)
 @pass_state
-def images(state: CliState, all_images: bool, quiet: bool, digests: bool, fmt: str | None, no_trunc: bool) -> None:
+def images(state: CliState, all_images: bool, quiet: bool, digests: bool, fmt: str | None, no_trunc: bool,
+           filters: tuple[str, ...], reference: str | None) -> None:
     """List images."""
-    _list_images(state, all_images, quiet, digests, fmt, no_trunc)
+    _list_images(state, all_images, quiet, digests, fmt, no_trunc, filters, reference)
 
 
 @click.command("ls")
 @_with(_list_options)
 @pass_state
-def image_ls(state: CliState, all_images: bool, quiet: bool, digests: bool, fmt: str | None, no_trunc: bool) -> None:
+def image_ls(state: CliState, all_images: bool, quiet: bool, digests: bool, fmt: str | None, no_trunc: bool,
+             filters: tuple[str, ...], reference: str | None) -> None:
     """List images."""
-    _list_images(state, all_images, quiet, digests, fmt, no_trunc)
+    _list_images(state, all_images, quiet, digests, fmt, no_trunc, filters, reference)
 
 
 # -- inspect / history ------------------------------------------------------------------------
 @click.command("inspect")
-@click.option("-f", "--format", "fmt", metavar="TEMPLATE", help="Go-template subset: {{.Id}}, {{json .Config}}.")
+@click.option("-f", "--format", "fmt", metavar="TEMPLATE", help="A Go template ({{.Id}}, {{json .Config}}) or 'json'.")
 @click.argument("image_refs", nargs=-1, required=True)
 @pass_state
 def image_inspect(state: CliState, fmt: str | None, image_refs: tuple[str, ...]) -> None:
     """Show the details of one or more images as JSON."""
-    found = [state.images().inspect(r) for r in image_refs]
-    if fmt:
-        for item in found:
-            click.echo(render_format(fmt, item))
-        return
-    click.echo(json.dumps(found, indent=4))
+    from pyengine.cli.template import inspect_output
+
+    click.echo(inspect_output([state.images().inspect(r) for r in image_refs], fmt), nl=False)
 
 
 @click.command("history")
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs.")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output.")
 @click.option("-H", "--human", default=True, type=bool, help="Human-readable sizes and dates.")
+@click.option("--format", "fmt", metavar="TEMPLATE",
+              help="'json', 'table' or a Go template: {{.ID}} {{.CreatedBy}} {{.Size}} ...")
 @click.argument("image_ref")
 @pass_state
-def history(state: CliState, quiet: bool, no_trunc: bool, human: bool, image_ref: str) -> None:
+def history(state: CliState, quiet: bool, no_trunc: bool, human: bool, fmt: str | None, image_ref: str) -> None:
     """Show the history of an image."""
+    from pyengine.cli import template
+
     rows = []
     for entry in state.images().history(image_ref):
-        image_id = entry["Id"][len("sha256:"):][:12] if entry["Id"].startswith("sha256:") else entry["Id"]
+        image_id = entry["Id"][len("sha256:"):][:12] if entry["Id"].startswith("sha256:") and not no_trunc \
+            else entry["Id"]
         created = entry.get("CreatedAt") or _iso(entry.get("Created") or 0)
-        rows.append([image_id, human_ago(created) if human else created,
-                     entry["CreatedBy"] if no_trunc else entry["CreatedBy"][:45],
-                     human_size(entry["Size"]) if human else str(entry["Size"]), entry["Comment"]])
+        created_by = entry["CreatedBy"].replace("\t", " ")
+        rows.append(template.plain_row("*formatter.historyContext", {
+            "ID": image_id, "CreatedSince": human_ago(created) if human else created, "CreatedAt": created,
+            "CreatedBy": created_by if no_trunc else template.ellipsis(created_by, 45),
+            "Size": human_size(entry["Size"]) if human else str(entry["Size"]), "Comment": entry["Comment"]}))
     if quiet:
         for row in rows:
-            click.echo(row[0])
+            click.echo(row.field("ID"))
         return
-    click.echo(table(rows, ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]))
+    if not fmt:
+        click.echo(table([[row.field(k) for k in ("ID", "CreatedSince", "CreatedBy", "Size", "Comment")]
+                          for row in rows], ["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]))
+        return
+    click.echo(template.format_rows(fmt, rows, template.HISTORY_HEADERS, template.HISTORY_DEFAULT), nl=False)
 
 
 # -- tag / rmi / prune ------------------------------------------------------------------------

@@ -51,20 +51,31 @@ def create(state: CliState, driver: str, subnet: str | None, gateway: str | None
 
 @network.command("ls")
 @click.option("-q", "--quiet", is_flag=True, help="Only ids.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--format", "fmt", metavar="TEMPLATE",
+              help="'table' (the default), 'json' (a list), or a Go template: {{.ID}} {{.Name}} {{.Driver}} "
+                   "{{.Scope}} ... ('table {{.Name}}\\t{{.Driver}}' adds docker's header).")
+@click.option("--no-trunc", is_flag=True, help="Do not truncate network IDs.")
 @pass_state
-def ls(state: CliState, quiet: bool, fmt: str) -> None:
+def ls(state: CliState, quiet: bool, fmt: str | None, no_trunc: bool) -> None:
     """List networks."""
-    summaries = [_summary(doc) for doc in state.networks().list()]
+    docs = state.networks().list()
+    summaries = [_summary(doc) for doc in docs]
     if quiet:
         for summary in summaries:
-            click.echo(summary["Id"][:12])
+            click.echo(summary["Id"] if no_trunc else summary["Id"][:12])
+        return
+    if fmt and fmt not in ("table", "json"):
+        from pyengine.cli import template
+
+        click.echo(template.format_rows(fmt, [template.network_row(d, not no_trunc) for d in docs],
+                                        template.NETWORK_HEADERS, template.NETWORK_DEFAULT), nl=False)
         return
     if fmt == "json":
         click.echo(json.dumps(summaries, indent=2))
         return
     rows = [["NETWORK ID", "NAME", "DRIVER", "SUBNET", "CONTAINERS"]]
-    rows += [[n["Id"][:12], n["Name"], n["Driver"], n["Subnet"] or "-", str(n["Containers"])] for n in summaries]
+    rows += [[n["Id"] if no_trunc else n["Id"][:12], n["Name"], n["Driver"], n["Subnet"] or "-", str(n["Containers"])]
+             for n in summaries]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -79,12 +90,15 @@ def _summary(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 @network.command()
+@click.option("-f", "--format", "fmt", help="A Go template ({{.IPAM.Config}}, {{json .Containers}}) or 'json'.")
 @click.argument("names", nargs=-1, required=True)
 @pass_state
-def inspect(state: CliState, names: tuple[str, ...]) -> None:
+def inspect(state: CliState, names: tuple[str, ...], fmt: str | None) -> None:
     """Show networks as JSON."""
+    from pyengine.cli.template import inspect_output
+
     networks = state.networks()
-    click.echo(json.dumps([networks.inspect(n) for n in names], indent=2))
+    click.echo(inspect_output([networks.inspect(n) for n in names], fmt, indent=2), nl=False)
 
 
 @network.command()

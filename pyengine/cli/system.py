@@ -52,8 +52,9 @@ def plugins(state: CliState, as_json: bool) -> None:
 
 
 @click.command()
-@click.option("-f", "--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              help="Output format.")
+@click.option("-f", "--format", "fmt", default="text", metavar="text|json|TEMPLATE",
+              help="Output format: text, json, or a Go template over the JSON ({{.storage.driver}}; with -H "
+                   "the daemon's /info: {{.ServerVersion}}).")
 @pass_state
 def info(state: CliState, fmt: str) -> None:
     """Show the effective configuration with sources, and every driver's state (with -H: the
@@ -81,6 +82,11 @@ def info(state: CliState, fmt: str) -> None:
         "fork_server": fork, "daemon": daemon}
     if fmt == "json":
         click.echo(json.dumps(data, indent=2))
+        return
+    if fmt != "text":
+        from pyengine.cli.template import render
+
+        click.echo(render(fmt, data, document=True))
         return
     click.echo(f"Config file: {data['config_file'] or '(none)'}")
     click.echo(_table([[k, "" if v["value"] is None else str(v["value"]), v["source"]] for k, v in config.items()],
@@ -122,6 +128,11 @@ def _remote_info(state: CliState, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2))
         return
+    if fmt != "text":
+        from pyengine.cli.template import render
+
+        click.echo(render(fmt, doc, document=True))
+        return
     api = system.api
     click.echo(f"Daemon: {api.address.url} (API {api.version})")
     click.echo(f"Containers: {doc.get('Containers', 0)}")
@@ -142,7 +153,7 @@ def _remote_info(state: CliState, fmt: str) -> None:
 
 @click.command()
 @click.option("-f", "--format", "fmt", metavar="TEMPLATE",
-              help="'json' or a Go-template subset over {Client, Server}: {{.Server.Version}}, {{json .Client}}.")
+              help="'json' or a Go template over {Client, Server}: {{.Server.Version}}, {{json .Client}}.")
 @pass_state
 def version(state: CliState, fmt: str | None) -> None:
     """Show the client's version and, with a host (-H), the daemon's (GET /version)."""

@@ -147,7 +147,7 @@ def _go_type(value: Any) -> str:
 #: keys whose values are Go maps in docker's types (their JSON keys come out sorted)
 _MAP_KEYS = frozenset({"Labels", "Options", "DriverOpts", "ExposedPorts", "Volumes", "Ports", "Networks", "Tmpfs",
                        "StorageOpt", "Sysctls", "Containers", "Attributes", "Annotations", "Peers"})
-_IDENT = re.compile(r"[A-Z][A-Za-z0-9]*\Z")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f",
                  "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
@@ -165,6 +165,12 @@ def _json_string(text: str, escape_html: bool) -> str:
         else:
             out.append(ch)
     return '"' + "".join(out) + '"'
+
+
+def _is_go_map(value: dict[Any, Any], key: str | None) -> bool:
+    """Whether a JSON object stands for a Go map (reached by a map-typed key such as Labels, or
+    with keys no Go field could have) rather than a struct."""
+    return key in _MAP_KEYS or not all(isinstance(k, str) and _IDENT.match(k) for k in value)
 
 
 def go_json(value: Any, escape_html: bool = False, key: str | None = None) -> str:
@@ -190,7 +196,7 @@ def go_json(value: Any, escape_html: bool = False, key: str | None = None) -> st
         return "{" + ",".join(f"{_json_string(k, True)}:{go_json(fields[k], True, k)}" for k in sorted(fields)) + "}"
     if isinstance(value, dict):
         keys = list(value)
-        if key in _MAP_KEYS or not all(isinstance(k, str) and _IDENT.match(k) for k in keys):
+        if _is_go_map(value, key):
             keys = sorted(keys, key=str)
         return "{" + ",".join(f"{_json_string(str(k), escape_html)}:{go_json(value[k], escape_html, str(k))}"
                               for k in keys) + "}"
@@ -796,28 +802,26 @@ class _Parser:
     def operand(self) -> _Node:
         node = self.term()
         names = []
+        # Go places a chain (.A.B, $x.A, (p).A) at its first field after the term
+        chain_pos = self.tokens[self.i].pos
         while self.tokens[self.i].kind == "field":
             names.append(self.tokens[self.i].value)
             self.i += 1
         if not names:
             return node
         if isinstance(node, _Field):
-            return _Field(node.names + names, node.pos)
+            return _Field(node.names + names, chain_pos)
         if isinstance(node, _Variable):
-            return _Variable(node.names + names, node.pos)
+            return _Variable(node.names + names, chain_pos)
         if isinstance(node, (_Literal, _Nil)) or type(node) is _Dot:
             raise self.lexer.error(node.pos, f"unexpected . after term {str(node)!r}".replace("'", '"'))
-        return _Chain(node, names, node.pos)
+        return _Chain(node, names, chain_pos)
 
     def term(self) -> _Node:
         tok = self.next()
         kind = tok.kind
         if kind == "field":
-            names = [tok.value]
-            while self.tokens[self.i].kind == "field":
-                names.append(self.tokens[self.i].value)
-                self.i += 1
-            return _Field(names, tok.pos)
+            return _Field([tok.value], tok.pos)
         if kind == "variable":
             return _Variable([tok.value], tok.pos)
         if kind == "identifier":
@@ -1194,11 +1198,14 @@ class _Exec:
 
     def field_chain(self, dot: Any, receiver: Any, node: _Node, names: list[str], args: list[_Node],
                     final: Any) -> Any:
+        via = None
         for name in names[:-1]:
-            receiver = self.field(dot, name, node, [], _NO_FINAL, receiver)
-        return self.field(dot, names[-1], node, args, final, receiver)
+            receiver = self.field(dot, name, node, [], _NO_FINAL, receiver, via)
+            via = name
+        return self.field(dot, names[-1], node, args, final, receiver, via)
 
-    def field(self, dot: Any, name: str, node: _Node, args: list[_Node], final: Any, receiver: Any) -> Any:
+    def field(self, dot: Any, name: str, node: _Node, args: list[_Node], final: Any, receiver: Any,
+              via: str | None = None) -> Any:
         has_args = len(args) > 1 or final is not _NO_FINAL
         if receiver is NO_VALUE:
             return NO_VALUE
@@ -1225,15 +1232,20 @@ class _Exec:
                 raise self.error(node, f"{name} is not a method but has arguments")
             if name in receiver:
                 return receiver[name]
-            if self.template.fold_case:
+            if self.template.document:
                 # Go's field names where the JSON keys differ in case (APIVersion / ApiVersion)
                 for key in receiver:
                     if isinstance(key, str) and key.lower() == name.lower():
                         return receiver[key]
+                if not _is_go_map(receiver, via):
+                    # a struct of docker's types: its raw JSON is read with missingkey=error
+                    raise self.error(node, f'map has no entry for key "{name}"')
             return NO_VALUE
         if receiver is None:
             raise self.error(node, f"nil pointer evaluating interface {{}}.{name}")
-        raise self.error(node, f"can't evaluate field {name} in type {_go_type(receiver)}")
+        # a value decoded from a JSON document is an interface {} to Go
+        go_type = "interface {}" if self.template.document else _go_type(receiver)
+        raise self.error(node, f"can't evaluate field {name} in type {go_type}")
 
     def arg(self, dot: Any, node: _Node) -> Any:
         if isinstance(node, _Nil):
@@ -1288,13 +1300,16 @@ class _Exec:
 class Template:
     """A parsed template; ``execute(data)`` gives its text for one value.
 
-    :param fold_case: a map's key may be named in another case when no key matches exactly (Go
-        struct field names where the JSON differs: ``{{.Client.APIVersion}}``, ``{{.Status}}``)
+    :param document: the data is a Docker JSON document standing for Go structs, as ``inspect``
+        sees it: a key may be named in another case when no key matches exactly (Go's field names
+        where the JSON differs: ``{{.Client.APIVersion}}``, ``{{.ID}}`` for ``Id``), and a key
+        missing from a struct is an error (``map has no entry for key``) while one missing from a
+        Go map (Labels, Networks, ...) is ``<no value>``
     """
 
-    def __init__(self, text: str, fold_case: bool = False, functions: dict[str, Any] | None = None) -> None:
+    def __init__(self, text: str, document: bool = False, functions: dict[str, Any] | None = None) -> None:
         self.text = text
-        self.fold_case = fold_case
+        self.document = document
         self.functions = functions or FUNCTIONS
         self.nodes = _Parser(text, self.functions).parse()
 
@@ -1307,11 +1322,11 @@ class Template:
         return "".join(run.out)
 
 
-def render(fmt: str, data: Any, fold_case: bool = False) -> str:
+def render(fmt: str, data: Any, document: bool = False) -> str:
     """``fmt`` executed on one value (inspect, version, info): ``json`` alone means ``{{json .}}``."""
     if fmt == "json":
         fmt = "{{json .}}"
-    return Template(fmt, fold_case=fold_case).execute(data)
+    return Template(fmt, document=document).execute(data)
 
 
 # -- the table directive -------------------------------------------------------------------------
@@ -1366,7 +1381,7 @@ def _prepare(fmt: str) -> tuple[str, bool]:
 def format_rows(fmt: str, rows: list[Any], headers: dict[str, str], default: str) -> str:
     """What docker's formatter prints for a listing: each row through the template, each
     followed by a newline; for ``table ...`` a header row first (the template run on the column
-    names, ``.Label "a.b"`` giving ``B``) and the columns aligned. ``json`` is ``{{json .}}``;
+    names, ``.Label "a.b-c"`` giving ``b c``) and the columns aligned. ``json`` is ``{{json .}}``;
     ``table`` alone is the command's ``default`` table."""
     if fmt == "json":
         fmt = "{{json .}}"
@@ -1378,7 +1393,8 @@ def format_rows(fmt: str, rows: list[Any], headers: dict[str, str], default: str
     if not is_table:
         return text
     header_ctx = Struct("formatter.SubHeaderContext", dict(headers),
-                        {"Label": lambda name: _want_str(name).split(".")[-1].upper()}, missing="novalue")
+                        {"Label": lambda name: _want_str(name).split(".")[-1].replace("-", " ").replace("_", " ")},
+                        missing="novalue")
     try:
         header = template.execute(header_ctx, HEADER_FUNCTIONS)
     except TemplateError:
@@ -1474,3 +1490,97 @@ def plain_row(go_type: str, fields: dict[str, Any], labels: dict[str, str] | Non
     """A row of a listing whose docker context is plain fields (+ ``.Label`` when it has labels)."""
     methods = {"Label": lambda name: (labels or {}).get(_want_str(name), "")} if labels is not None else None
     return Struct(go_type, fields, methods)
+
+
+def network_row(doc: dict[str, Any], trunc: bool) -> Struct:
+    """``network ls``'s row (docker's NetworkContext) from a network document."""
+    labels = doc.get("Labels") or {}
+    fields = {"ID": doc["Id"][:12] if trunc else doc["Id"], "Name": doc.get("Name") or "",
+              "Driver": doc.get("Driver") or "", "Scope": doc.get("Scope") or "local",
+              "IPv6": "true" if doc.get("EnableIPv6") else "false",
+              "Internal": "true" if doc.get("Internal") else "false",
+              "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+              "CreatedAt": doc.get("Created") or ""}
+    return plain_row("*formatter.networkContext", fields, labels)
+
+
+def volume_row(doc: dict[str, Any]) -> Struct:
+    """``volume ls``'s row (docker's volumeContext) from a volume document."""
+    labels = doc.get("Labels") or {}
+    usage = doc.get("UsageData") or {}
+    size = usage.get("Size")
+    fields = {"Name": doc.get("Name") or "", "Driver": doc.get("Driver") or "local",
+              "Scope": doc.get("Scope") or "local", "Mountpoint": doc.get("Mountpoint") or "",
+              "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+              "Links": str(usage["RefCount"]) if usage.get("RefCount", -1) >= 0 and usage else "N/A",
+              "Size": str(size) if isinstance(size, int) and size >= 0 else "N/A",
+              "Group": "", "Availability": "N/A", "Status": "N/A"}
+    return plain_row("*formatter.volumeContext", fields, labels)
+
+
+def inspect_output(docs: list[Any], fmt: str | None, indent: int = 4) -> str:
+    """What ``inspect -f`` prints: the template on each document, a newline after each (a key
+    missing from a struct is an error, as docker's raw-JSON fallback with missingkey=error
+    says); without a template, or with ``json``, the documents as an indented JSON list."""
+    if not fmt or fmt == "json":
+        import json
+
+        return json.dumps(docs, indent=indent) + "\n"
+    template = Template(fmt, document=True)
+    return "".join(template.execute(doc) + "\n" for doc in docs)
+
+
+def _custom_size(size: float, base: float, units: tuple[str, ...], precision: str) -> str:
+    """go-units' CustomSize: ``size`` scaled by ``base`` and printed with C's ``%g`` precision."""
+    i = 0
+    while size >= base and i < len(units) - 1:
+        size /= base
+        i += 1
+    return f"{size:{precision}}{units[i]}"
+
+
+def bytes_size(size: float) -> str:
+    """go-units' BytesSize (``1.5MiB``), docker's memory columns."""
+    return _custom_size(float(size), 1024.0, ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"), ".4g")
+
+
+def decimal_size(size: float) -> str:
+    """go-units' HumanSizeWithPrecision(size, 3) (``4.26MB``), docker's I/O columns."""
+    return _custom_size(float(size), 1000.0, ("B", "kB", "MB", "GB", "TB", "PB", "EB"), ".3g")
+
+
+def stats_row(doc: dict[str, Any], container: str, previous: dict[str, Any] | None, trunc: bool = True) -> Struct:
+    """``stats``'s row (docker's statsContext) from Docker's stats document; CPU % is measured
+    against ``previous`` (the document before it: its ``precpu_stats`` when that is empty)."""
+    cpu = doc.get("cpu_stats") or {}
+    pre = (previous or {}).get("cpu_stats") or doc.get("precpu_stats") or {}
+    cpu_delta = ((cpu.get("cpu_usage") or {}).get("total_usage") or 0) - \
+        ((pre.get("cpu_usage") or {}).get("total_usage") or 0)
+    system_delta = (cpu.get("system_cpu_usage") or 0) - (pre.get("system_cpu_usage") or 0)
+    cpus = cpu.get("online_cpus") or len((cpu.get("cpu_usage") or {}).get("percpu_usage") or []) or 1
+    cpu_percent = cpu_delta / system_delta * cpus * 100.0 if system_delta > 0 and cpu_delta > 0 else 0.0
+    memory = doc.get("memory_stats") or {}
+    stats = memory.get("stats") or {}
+    # docker leaves the page cache out: inactive_file (v2) or total_inactive_file (v1)
+    inactive = stats.get("total_inactive_file", stats.get("inactive_file", 0)) or 0
+    usage = max(0, (memory.get("usage") or 0) - (inactive if inactive < (memory.get("usage") or 0) else 0))
+    limit = memory.get("limit") or 0
+    networks = doc.get("networks") or {}
+    rx = sum(n.get("rx_bytes") or 0 for n in networks.values())
+    tx = sum(n.get("tx_bytes") or 0 for n in networks.values())
+    read = write = 0
+    for entry in (doc.get("blkio_stats") or {}).get("io_service_bytes_recursive") or []:
+        op = str(entry.get("op") or "").lower()
+        if op == "read":
+            read += entry.get("value") or 0
+        elif op == "write":
+            write += entry.get("value") or 0
+    full_id = doc.get("id") or ""
+    fields = {"Container": container, "Name": (doc.get("name") or "").lstrip("/"),
+              "ID": full_id[:12] if trunc else full_id, "CPUPerc": f"{cpu_percent:.2f}%",
+              "MemUsage": f"{bytes_size(usage)} / {bytes_size(limit)}",
+              "MemPerc": f"{usage / limit * 100.0:.2f}%" if limit else "0.00%",
+              "NetIO": f"{decimal_size(rx)} / {decimal_size(tx)}",
+              "BlockIO": f"{decimal_size(read)} / {decimal_size(write)}",
+              "PIDs": str((doc.get("pids_stats") or {}).get("current") or 0)}
+    return Struct("formatter.statsContext", fields)
