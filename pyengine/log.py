@@ -35,7 +35,10 @@ def _configure_structlog() -> None:
     if _settings["format"] == "json":
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        # Plain tracebacks: with rich installed (for progress bars) structlog would draw them
+        # with rich, in another shape than the one people and tests know.
+        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
+                                                        exception_formatter=structlog.dev.plain_traceback))
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_settings["level"]),
