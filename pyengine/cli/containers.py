@@ -73,6 +73,13 @@ def container_options(func: Any) -> Any:
         click.option("--add-host", multiple=True, help="HOST:IP entry for /etc/hosts."),
         click.option("--log-opt", multiple=True, help="max-size=10m, max-file=2."),
         click.option("--storage-opt", multiple=True, help="size=10G (drivers that support it)."),
+        click.option("--health-cmd", help="Command to run to check health (run by /bin/sh -c in the container)."),
+        click.option("--health-interval", help="Time between running the check (ms|s|m|h) [default: 30s]."),
+        click.option("--health-timeout", help="Maximum time to allow one check to run (ms|s|m|h) [default: 30s]."),
+        click.option("--health-retries", type=int, help="Failures in a row that make it unhealthy [default: 3]."),
+        click.option("--health-start-period", help="Start period during which failures do not count (ms|s|m|h)."),
+        click.option("--health-start-interval", help="Time between checks during the start period [default: 5s]."),
+        click.option("--no-healthcheck", is_flag=True, help="Disable any container-specified HEALTHCHECK."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -151,6 +158,11 @@ def build_configs(image: str, command: tuple[str, ...], o: dict[str, Any]) -> tu
     }
     if o["entrypoint"] is not None:
         config["Entrypoint"] = [o["entrypoint"]] if o["entrypoint"] else []
+    from pyengine.containers.health import healthcheck_from_flags
+
+    healthcheck = healthcheck_from_flags(o)
+    if healthcheck is not None:
+        config["Healthcheck"] = healthcheck
     exposed: dict[str, dict[str, Any]] = {}
     for item in o["expose"]:
         port, _, protocol = item.partition("/")
@@ -720,6 +732,19 @@ def container_prune(state: CliState, force: bool) -> None:
     """Remove all stopped containers."""
     for container_id in state.containers().prune():
         click.echo(container_id)
+
+
+@container.command(name="health-run", hidden=True)
+@click.argument("container_id")
+@pass_state
+def health_run(state: CliState, container_id: str) -> None:
+    """Internal: one healthcheck of a running container, started by its monitor (or
+    pyengine-shim) on the schedule: run the test inside it, record State.Health."""
+    from pyengine.containers.engine import Containers
+    from pyengine.containers.health import health_run_main
+
+    # always this machine's engine: it runs for the monitor, whatever host its env names
+    health_run_main(Containers(state.local_engine()), container_id)
 
 
 @container.command(name="monitor-resume", hidden=True)

@@ -146,7 +146,9 @@ def _match_one(record: ContainerRecord, key: str, value: str, context: Any) -> b
         names = set(record.networks) | {mode}
         return value in names or any(n.startswith(value) for n in record.networks)
     if key == "health":
-        return value == "none"
+        from pyengine.containers.health import filter_value
+
+        return filter_value(record.state.health) == value
     if key == "is-task":
         return value in ("false", "0")
     if key in ("publish", "expose"):

@@ -105,7 +105,11 @@ def status_text(record: ContainerRecord, now: float | None = None) -> str:
     now = time.time() if now is None else now
     if s.status in ("running", "paused"):
         up = "Up " + human_duration(max(0.0, now - unix_seconds(s.started_at)))
-        return up + " (Paused)" if s.status == "paused" else up
+        if s.status == "paused":
+            return up + " (Paused)"
+        from pyengine.containers.health import status_suffix
+
+        return up + status_suffix(s.health)
     if s.status == "restarting":
         return f"Restarting ({s.exit_code}) {ago(s.finished_at, now)}"
     if s.status == "exited":

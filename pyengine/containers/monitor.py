@@ -25,6 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any, cast
 
 from pyengine.containers import attach
+from pyengine.containers.health import HealthSchedule, initial_health
 from pyengine.containers.logfile import JsonLogWriter
 from pyengine.containers.store import now_iso
 from pyengine.errors import PyEngineError
@@ -164,6 +165,7 @@ class Monitor:
             state.pid_start_time = _start_time(self.process.pid)
             state.monitor_start_time = _start_time(os.getpid())
             state.started_at, state.error, state.oom_killed = now_iso(), "", False
+            state.health = initial_health(record.config)  # each run starts "starting" again
             self.store.save_state(self.id, state)
         self.containers.emit(record, "start")
         if tty:
@@ -186,24 +188,40 @@ class Monitor:
         exited = False
         program = shim.program()
         handoff = started + SHIM_AFTER if program else None
+        health = HealthSchedule(self.containers, self.id, self.store.load(self.id).config, started)
         while outputs or not exited:
             timeout = None if handoff is None else max(0.0, handoff - time.monotonic())
+            if not exited and health.active:
+                due = health.timeout(time.monotonic())
+                timeout = due if timeout is None else min(timeout, due)
             if exited:
                 timeout = 0.5
             events = self.selector.select(timeout=timeout)
+            if not exited:
+                health.tick(time.monotonic())
+                if health.pidfd is not None and health.pidfd not in self.selector.get_map():
+                    self.selector.register(health.pidfd, selectors.EVENT_READ, ("health", None))
             if not events and not exited and handoff is not None and time.monotonic() >= handoff:
-                if any(self.log.partial.values()):
-                    handoff += 1.0  # not in the middle of a line: the shim starts with none
+                if any(self.log.partial.values()) or health.pid:
+                    # not in the middle of a line (the shim starts with none), nor of a check
+                    handoff += 1.0 if not health.pid else 0.05
                 else:
                     assert program is not None
-                    self._exec_shim(program, started, delay)
+                    self._exec_shim(program, started, delay, health)
                     handoff = None  # it could not be exec()d: stay in Python
             for key, _ in events:
                 kind, stream = key.data
-                if kind == "exit":
+                if kind == "health":
+                    if health.pidfd == key.fd:  # not already ended with the container
+                        self.selector.unregister(key.fd)
+                        health.reap(time.monotonic())
+                elif kind == "exit":
                     self.selector.unregister(pidfd)
                     os.close(pidfd)
                     exited = True
+                    if health.pidfd is not None:
+                        self.selector.unregister(health.pidfd)
+                    health.stop()
                 elif kind == "out":
                     try:
                         data = os.read(key.fd, 65536)
@@ -237,11 +255,14 @@ class Monitor:
         self.stdin_w = self.tty_master = None
         return self.process.wait()
 
-    def _exec_shim(self, program: str, started: float, delay: float) -> None:
+    def _exec_shim(self, program: str, started: float, delay: float, health: HealthSchedule | None = None) -> None:
         """Become pyengine-shim (same pid: the container stays our child), handing it the
-        log, the container's stdio, the attach listener and clients, and how to resume."""
+        log, the container's stdio, the attach listener and clients, the healthcheck's
+        schedule, and how to resume."""
         args = [program, "--pid", str(self.process.pid), "--log", str(self.log.path),
                 "--max-size", str(self.log.max_size), "--max-files", str(self.log.max_files)]
+        if health is not None:
+            args += health.shim_args(time.monotonic())
         keep: list[int] = []
         if self.listener is not None:
             args += ["--listen", str(self.listener.fileno())]

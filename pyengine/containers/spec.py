@@ -55,6 +55,12 @@ def merge_image_config(image_config: dict[str, Any], config: dict[str, Any]) -> 
     merged["ExposedPorts"] = {**(image_config.get("ExposedPorts") or {}), **(config.get("ExposedPorts") or {})}
     if not merged.get("StopSignal") and image_config.get("StopSignal"):
         merged["StopSignal"] = image_config["StopSignal"]
+    from pyengine.containers.health import check_config, merge_healthcheck
+
+    check_config(config.get("Healthcheck"))
+    healthcheck = merge_healthcheck(image_config.get("Healthcheck"), config.get("Healthcheck"))
+    if healthcheck:
+        merged["Healthcheck"] = healthcheck
     return merged
 
 

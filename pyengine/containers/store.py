@@ -57,6 +57,9 @@ class ContainerState:
     #: the monitor's, nor the container's
     monitor_start_time: int = 0
     pid_start_time: int = 0
+    #: Docker's State.Health while the container has a healthcheck: {"Status": starting |
+    #: healthy | unhealthy, "FailingStreak": N, "Log": [the last 5 results]} (containers.health)
+    health: dict[str, Any] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:

@@ -10,6 +10,11 @@
  *     at --max-size into --max-files files), as pyengine/containers/logfile.py does;
  *   - relays output to attach clients and their input, EOF and window size to the container,
  *     in the frame format of pyengine/containers/attach.py;
+ *   - runs the container's healthcheck on its schedule: forks and execs HEALTH-ARGV
+ *     (`pyengine container health-run ID`, which runs the test in the container and records
+ *     the result) in its own process group, one at a time, the next an interval after the
+ *     last ended (the start interval during the start period), and kills the group when it
+ *     outlives --health-timeout-ms;
  *   - reaps the container and then exec()s RESUME-ARGV with the exit code appended (Docker's:
  *     the status, or 128+N for a death by signal N) and PYENGINE_PASS_FDS naming the attach
  *     listener and clients, so that Python records the exit, cleans up and applies the
@@ -17,6 +22,8 @@
  *
  * usage: pyengine-shim --pid PID --log PATH --max-size BYTES --max-files N [--listen FD]
  *                      [--stdout FD] [--stderr FD] [--tty FD] [--stdin FD] [--client FD]...
+ *                      [--health-interval-ms MS --health-start-interval-ms MS --health-start-left-ms MS
+ *                       --health-timeout-ms MS --health-next-ms MS --health-argv N HEALTH-ARGV(N words)]
  *                      -- RESUME-ARGV...
  *
  * --tty is the pty master: output read from it is logged as stdout, input is written to it.
@@ -351,6 +358,68 @@ static void client_input(int i) {
     c->len -= off;
 }
 
+/* ---- the healthcheck's schedule ------------------------------------------------------- */
+
+static char **health_argv;
+static long long health_interval_ms, health_start_interval_ms, health_timeout_ms;
+static long long health_start_until, health_next, health_kill_at; /* CLOCK_MONOTONIC, ms */
+static pid_t health_pid;
+
+static long long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* Start the check that is due, or kill the process group of one that overstays; the ms until
+ * there is something to do again (-1: no healthcheck). */
+static int health_tick(void) {
+    if (!health_argv)
+        return -1;
+    long long now = now_ms();
+    if (health_pid) {
+        if (now >= health_kill_at) {
+            kill(-health_pid, SIGKILL);
+            health_kill_at = now + 1000;
+        }
+        return (int)(health_kill_at - now);
+    }
+    if (now >= health_next) {
+        pid_t child = fork();
+        if (child == 0) {
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, NULL);
+            signal(SIGPIPE, SIG_DFL); /* the monitor ignores these; the check must not */
+            signal(SIGINT, SIG_DFL);
+            signal(SIGHUP, SIG_DFL);
+            setpgid(0, 0);
+            execv(health_argv[0], health_argv);
+            _exit(127);
+        }
+        if (child > 0) {
+            health_pid = child;
+            health_kill_at = now + health_timeout_ms;
+            return (int)health_timeout_ms;
+        }
+        health_next = now + health_interval_ms; /* fork failed: the next one may not */
+    }
+    return (int)(health_next - now);
+}
+
+/* Reap the check's process when it has ended; the next is an interval from now. */
+static void health_reap(int block) {
+    if (!health_pid)
+        return;
+    int st;
+    pid_t r = waitpid(health_pid, &st, block ? 0 : WNOHANG);
+    if (r == health_pid || (r < 0 && errno == ECHILD)) {
+        health_pid = 0;
+        long long now = now_ms();
+        health_next = now + (now < health_start_until ? health_start_interval_ms : health_interval_ms);
+    }
+}
+
 /* ---- main ----------------------------------------------------------------------------- */
 
 static int number(const char *flag, const char *text) {
@@ -403,6 +472,7 @@ int main(int argc, char **argv) {
         return init_main(number("--init", argv[2]));
     pid_t pid = 0;
     char **resume = NULL;
+    long long start_left_ms = 0, next_ms = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--")) {
@@ -424,6 +494,22 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--tty")) tty_fd = streams[0].fd = number(a, v);
         else if (!strcmp(a, "--stdin")) stdin_fd = number(a, v);
         else if (!strcmp(a, "--client")) add_client(number(a, v));
+        else if (!strcmp(a, "--health-interval-ms")) health_interval_ms = number(a, v);
+        else if (!strcmp(a, "--health-start-interval-ms")) health_start_interval_ms = number(a, v);
+        else if (!strcmp(a, "--health-start-left-ms")) start_left_ms = number(a, v);
+        else if (!strcmp(a, "--health-timeout-ms")) health_timeout_ms = number(a, v);
+        else if (!strcmp(a, "--health-next-ms")) next_ms = number(a, v);
+        else if (!strcmp(a, "--health-argv")) {
+            int words = number(a, v);
+            if (words < 1 || i + words >= argc) {
+                fprintf(stderr, "pyengine-shim: --health-argv wants %s words\n", v);
+                return 2;
+            }
+            health_argv = xrealloc(NULL, sizeof(char *) * (size_t)(words + 1));
+            memcpy(health_argv, argv + i + 1, sizeof(char *) * (size_t)words);
+            health_argv[words] = NULL;
+            i += words;
+        }
         else {
             fprintf(stderr, "pyengine-shim: unknown option %s\n", a);
             return 2;
@@ -437,6 +523,17 @@ int main(int argc, char **argv) {
         logw.max_size = 10 * 1024 * 1024;
     if (logw.max_files < 1)
         logw.max_files = 1;
+    if (health_argv) {
+        long long now = now_ms();
+        health_start_until = now + start_left_ms;
+        health_next = now + next_ms;
+        if (health_interval_ms <= 0)
+            health_interval_ms = 30000;
+        if (health_start_interval_ms <= 0)
+            health_start_interval_ms = health_interval_ms;
+        if (health_timeout_ms <= 0)
+            health_timeout_ms = 30000;
+    }
     log_open(0);
     int fds[] = {listen_fd, streams[0].fd, streams[1].fd, stdin_fd};
     for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
@@ -464,6 +561,7 @@ int main(int argc, char **argv) {
                 exited = 1;
             }
         }
+        health_reap(0);
         int open_streams = (streams[0].fd >= 0) + (streams[1].fd >= 0);
         if (exited && !open_streams)
             break;
@@ -477,16 +575,17 @@ int main(int argc, char **argv) {
             p[n++] = (struct pollfd){.fd = clients[i].fd, .events = POLLIN};
         /* After PID 1 died, background children may hold the pipes open: drain what comes
          * within 0.2 s of the last output, then stop waiting for them. */
-        int r = poll(p, (nfds_t)n, exited ? 200 : -1);
+        int r = poll(p, (nfds_t)n, exited ? 200 : health_tick());
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             die("poll");
         }
         if (r == 0) {
-            for (int i = 0; i < 2; i++)
-                close_stream(&streams[i]);
-            continue;
+            if (exited)
+                for (int i = 0; i < 2; i++)
+                    close_stream(&streams[i]);
+            continue; /* (not exited: a check is due, or overdue) */
         }
         if (p[0].revents) {
             struct signalfd_siginfo si;
@@ -521,6 +620,10 @@ int main(int argc, char **argv) {
                     break;
                 }
         }
+    }
+    if (health_pid) { /* the container is gone: so is the point of its check */
+        kill(-health_pid, SIGKILL);
+        health_reap(1);
     }
     log_flush();
     close(logw.fd);
