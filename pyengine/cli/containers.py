@@ -353,18 +353,45 @@ def _ports_column(ports: list[dict[str, Any]]) -> str:
 @click.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
 @click.option("--since", help="Only entries since a time: seconds since the epoch, RFC 3339 or a duration (10m).")
 @click.option("--until", help="Only entries before a time (same forms as --since).")
+@click.option("--details", is_flag=True, help="Show the extra attributes of each line (--log-opt labels=, env=).")
 @click.argument("container")
 @pass_state
 def logs(state: CliState, container: str, follow: bool, tail: str, timestamps: bool, since: str | None,
-         until: str | None) -> None:
+         until: str | None, details: bool) -> None:
     """Print a container's logs (json-file)."""
     from pyengine.client import STDERR
 
-    for stream, data in state.containers().logs(container, follow=follow, tail=tail, timestamps=timestamps,
-                                                since=since, until=until):
+    containers = state.containers()
+    prefix = _log_details(containers.inspect(container)) if details else b""
+    for stream, data in containers.logs(container, follow=follow, tail=tail, timestamps=timestamps,
+                                        since=since, until=until):
+        if details:
+            # docker puts the attributes after the timestamp, before the line: "TIME k=v,k2=v2 line"
+            stamp, sep, line = data.partition(b" ") if timestamps else (b"", b"", data)
+            data = stamp + sep + prefix + line
         out = sys.stderr.buffer if stream == STDERR else sys.stdout.buffer
         out.write(data)
         out.flush()
+
+
+def _log_details(doc: dict[str, Any]) -> bytes:
+    """``logs --details``' attributes, as json-file records them: the container's labels named by
+    ``--log-opt labels=`` (and ``labels-regex=``) and its environment variables named by ``env=``
+    (and ``env-regex=``), ``k=v`` joined by commas in key order, then a space (alone when none)."""
+    import re
+
+    options = ((doc.get("HostConfig") or {}).get("LogConfig") or {}).get("Config") or {}
+    config = doc.get("Config") or {}
+    labels = config.get("Labels") or {}
+    env = dict(item.partition("=")[::2] for item in config.get("Env") or [])
+    attrs: dict[str, str] = {}
+    for source, names_key, regex_key in ((labels, "labels", "labels-regex"), (env, "env", "env-regex")):
+        names = [n for n in (options.get(names_key) or "").split(",") if n]
+        pattern = options.get(regex_key)
+        for key, value in source.items():
+            if key in names or (pattern and re.search(pattern, key)):
+                attrs[key] = value
+    return (",".join(f"{k}={attrs[k]}" for k in sorted(attrs)) + " ").encode()
 
 
 @click.command()

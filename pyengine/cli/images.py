@@ -401,6 +401,40 @@ def system_df(state: CliState, verbose: bool) -> None:
                          ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]))
 
 
+@system.command("prune")
+@click.option("-a", "--all", "all_images", is_flag=True, help="Remove all unused images, not just dangling ones.")
+@click.option("--volumes", is_flag=True, help="Prune volumes no container uses too.")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@pass_state
+def system_prune(state: CliState, all_images: bool, volumes: bool, force: bool) -> None:
+    """Remove stopped containers, unused networks, dangling (with -a: unused) images and the
+    build cache; with --volumes, unused volumes too. Prints what went, as docker system prune."""
+    if not force and sys.stdin.isatty():
+        what = ["all stopped containers", "all networks not used by at least one container"]
+        if volumes:
+            what.append("all volumes not used by at least one container")
+        what += ["all images without at least one container associated to them" if all_images
+                 else "all dangling images", "unused build cache"]
+        click.confirm("WARNING! This will remove:\n" + "\n".join(f"  - {w}" for w in what)
+                      + "\n\nAre you sure you want to continue?", abort=True)
+    reclaimed = 0
+    sections: list[tuple[str, list[str]]] = [("Deleted Containers:", list(state.containers().prune())),
+                                             ("Deleted Networks:", list(state.networks().prune()))]
+    if volumes:
+        sections.append(("Deleted Volumes:", list(state.volumes().prune())))
+    report = state.images().prune(all_images)
+    reclaimed += report.get("SpaceReclaimed") or 0
+    sections.append(("Deleted Images:", [f"{verb.lower()}: {what}" for line in report.get("ImagesDeleted") or []
+                                         for verb, what in line.items()]))
+    cache = state.images().prune_build_cache()
+    reclaimed += cache.get("SpaceReclaimed") or 0
+    sections.append(("Deleted build cache objects:", [str(c) for c in cache.get("CachesDeleted") or []]))
+    for title, lines in sections:
+        if lines:
+            click.echo("\n".join([title, *lines]) + "\n")
+    click.echo(f"Total reclaimed space: {human_size(reclaimed)}")
+
+
 def _check_stores(state: CliState, repair: bool) -> list[str]:
     """The image store's problems (checked under the container store's lock too, so that no
     layer is being made meanwhile), then the container store's; with ``repair`` each is fixed,

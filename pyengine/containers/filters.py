@@ -104,11 +104,13 @@ class _Context:
 
 
 def matches(record: ContainerRecord, filters: dict[str, list[str]], context: Any = None) -> bool:
-    """True when ``record`` passes every filter key (any value of a key may match)."""
+    """True when ``record`` passes every filter key: any value of a key may match, except
+    ``label``, whose every value must (dockerd's MatchKVList)."""
     for key, values in filters.items():
         if key in ("before", "since"):
             continue
-        if not any(_match_one(record, key, value, context) for value in values):
+        match = all if key == "label" else any
+        if not match(_match_one(record, key, value, context) for value in values):
             return False
     return True
 
