@@ -225,6 +225,9 @@ class Daemon:
         if self.options.pidfile:
             Path(self.options.pidfile).write_text(f"{os.getpid()}\n")
         log.info("daemon.listening", hosts=self.options.hosts, pid=os.getpid())
+        # as dockerd at its start: containers whose restart policy brings them back (after a
+        # reboot, a stale run root cleared first); in the pool, so requests are served meanwhile
+        self._restoring = asyncio.get_running_loop().run_in_executor(self.backend.pool, _restore, self.backend)
 
     async def _setup(self) -> None:
         from aiohttp import web
@@ -300,6 +303,17 @@ class Daemon:
                 os.unlink(self.options.pidfile)
             except FileNotFoundError:
                 pass
+
+
+def _restore(backend: Any) -> None:
+    from pyengine.containers.restore import restore
+
+    try:
+        result = restore(backend.containers())
+    except Exception as exc:  # noqa: BLE001 - the daemon serves on; the log says why
+        log.error("daemon.restore_failed", reason=str(exc))
+        return
+    log.info("daemon.restored", started=len(result.started), failed=len(result.failed), stale=len(result.stale))
 
 
 def _forget_daemon_signals() -> None:

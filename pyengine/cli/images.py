@@ -452,6 +452,24 @@ def _check_stores(state: CliState, repair: bool) -> list[str]:
     return problems + container_problems
 
 
+@system.command("restore")
+@pass_state
+def system_restore(state: CliState) -> None:
+    """Start the containers a reboot stopped: restart policy always, or unless-stopped unless
+    the user stopped them (a run root of an earlier boot is cleared first). At boot, as
+    podman-restart.service does: see docs/examples/pyengine-restore.service."""
+    from pyengine.containers.engine import Containers
+    from pyengine.containers.restore import restore
+
+    result = restore(Containers(state.engine()))
+    for container_id in result.started:
+        click.echo(container_id)
+    for container_id, reason in result.failed:
+        click.echo(f"pyengine: error: cannot restart {container_id[:12]}: {reason}", err=True)
+    if result.failed:
+        sys.exit(1)
+
+
 @system.command("check")
 @click.option("--repair", is_flag=True, help="Remove what is broken so that the check passes.")
 @pass_state

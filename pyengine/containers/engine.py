@@ -179,6 +179,9 @@ class Containers:
                 raise NotModified(f"container {record.name} is already running")
             record.state.stop_requested = False
             self.store.save_state(container_id, record.state)
+        from pyengine.containers.restore import note_boot
+
+        note_boot(self.engine.config.run_root)  # so that a restore tells this boot's run root from an earlier one's
         _, message = spawn_monitor(self, container_id, client, clients=list(clients or []) or None)
         _note_start()  # the monitor saved its state (running, its pid) before it answered
         kind, _, rest = message.partition(" ")
