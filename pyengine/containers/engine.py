@@ -280,7 +280,7 @@ class Containers:
         """A container marked running whose monitor is gone ended with its monitor: record it
         as exited and release what the monitor held."""
         state = record.state
-        if state.status not in ("running", "paused", "restarting") or state.monitor_alive():
+        if not _monitor_lost(state):
             return record
         if state.pid and state.process_alive():  # by start time: never a stranger with its pid
             try:
@@ -309,13 +309,17 @@ class Containers:
             return self.reconcile(self.store.load(container_id))
 
     def list(self, all_: bool = False) -> list[ContainerRecord]:
+        """The containers (running ones unless ``all_``), newest first. Their records are read
+        once, without their locks (every record file is replaced whole, atomically); only one
+        whose monitor died is read again under its lock, and reconciled."""
         records = []
         for record in self.store.list():
-            try:
-                with self.store.container_lock(record.id):
-                    record = self.reconcile(self.store.load(record.id))
-            except NotFound:  # removed since the store listed it (a --rm container's monitor)
-                continue
+            if _monitor_lost(record.state):
+                try:
+                    with self.store.container_lock(record.id):
+                        record = self.reconcile(self.store.load(record.id))
+                except NotFound:  # removed since the store listed it (a --rm container's monitor)
+                    continue
             if all_ or record.state.running:
                 records.append(record)
         return records
@@ -732,6 +736,12 @@ class Containers:
         except ImportError:  # an engine without exec records
             return []
         return [entry["ID"] for entry in ExecStore(self.engine.config.run_root).list(container_id)]
+
+
+def _monitor_lost(state: ContainerState) -> bool:
+    """True when the state says the container runs but its monitor is gone: it ended with
+    its monitor (``reconcile``)."""
+    return state.status in ("running", "paused", "restarting") and not state.monitor_alive()
 
 
 def _unix(iso: str) -> float:

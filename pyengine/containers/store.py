@@ -111,6 +111,10 @@ class ContainerStore:
         # image, a bad flag) leaves the roots as they were.
         self.root = data_root / "containers"
         self.run_dir = run_root / "containers"
+        # The same as strings: a listing reads every record, and pathlib's joins cost more
+        # than the reads
+        self._root = str(self.root)
+        self._run_dir = str(self.run_dir)
 
     # -- locking ---------------------------------------------------------------------------
     @contextmanager
@@ -192,24 +196,23 @@ class ContainerStore:
     def is_container_dir(self, entry: Path) -> bool:
         """A directory of the store that holds a container (or what is left of one's records):
         not a temp or trash entry, not an empty directory."""
-        return (not entry.name.startswith(".") and entry.is_dir()
-                and ((entry / "config.json").exists() or (entry / "state.json").exists()))
+        return _is_container_dir(entry.name, str(entry))
 
     def load(self, container_id: str) -> ContainerRecord:
         """The container's record; a record that cannot be read comes back with the status
         ``damaged`` and the reason in ``state.error`` (it is never silently dropped)."""
-        path = self.dir(container_id)
-        if not self.is_container_dir(path):
+        directory = os.path.join(self._root, container_id)
+        if not _is_container_dir(container_id, directory):
             raise NotFound(f"no such container: {container_id}")
         state, problem = self._load_state(container_id)
         try:
-            config = _valid_config(path / "config.json", container_id)
+            config = _valid_config(os.path.join(directory, "config.json"), container_id)
         except Damaged as exc:
             problem = f"{exc}; {problem}" if problem else str(exc)
             config = None
         if not problem and config is not None:
             return ContainerRecord(**config, state=state)
-        if not path.is_dir():  # removed while it was read (remove_record renames it away whole)
+        if not os.path.isdir(directory):  # removed while it was read (remove_record renames it away whole)
             raise NotFound(f"no such container: {container_id}")
         damaged = ContainerState(status=DAMAGED, pid=state.pid, monitor_pid=state.monitor_pid,
                                  monitor_start_time=state.monitor_start_time, pid_start_time=state.pid_start_time,
@@ -228,10 +231,11 @@ class ContainerStore:
 
     def _load_state(self, container_id: str) -> tuple[ContainerState, str]:
         """The container's state and, when it cannot be read, why (the state is then "dead")."""
-        main, spare = self._state_paths(container_id)
+        main = os.path.join(self._root, container_id, "state.json")
+        spare = os.path.join(self._run_dir, container_id, "state.json")
         for path in (spare, main):  # a spare exists only while it is newer than the main one
             try:
-                data = json.loads(path.read_bytes())
+                data = json.loads(_read_bytes(path))
             except FileNotFoundError:
                 if path is spare:
                     continue
@@ -287,13 +291,18 @@ class ContainerStore:
             raise
 
     def list(self) -> list[ContainerRecord]:
+        """Every container's record, newest first."""
         records = []
-        for entry in sorted(self.root.iterdir()) if self.root.is_dir() else []:
-            if not self.is_container_dir(entry):
+        try:
+            names = sorted(os.listdir(self._root))
+        except (FileNotFoundError, NotADirectoryError):
+            names = []
+        for name in names:
+            if name.startswith("."):
                 continue
             try:
-                records.append(self.load(entry.name))
-            except NotFound:  # removed meanwhile
+                records.append(self.load(name))  # NotFound: not a container's, or removed meanwhile
+            except NotFound:
                 continue
         records.sort(key=lambda r: r.created, reverse=True)
         return records
@@ -378,16 +387,37 @@ def _remove_path(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _read_object(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; Damaged when it is missing, unreadable or not an object."""
+def _is_container_dir(name: str, directory: str) -> bool:
+    return (not name.startswith(".") and os.path.isdir(directory)
+            and (os.path.exists(os.path.join(directory, "config.json"))
+                 or os.path.exists(os.path.join(directory, "state.json"))))
+
+
+def _read_bytes(path: str) -> bytes:
+    """A small file's bytes, without the buffered file object ``open`` builds."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        data = json.loads(path.read_bytes())
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+def _read_object(path: Path | str) -> dict[str, Any]:
+    """The JSON object in ``path``; Damaged when it is missing, unreadable or not an object."""
+    name = os.path.basename(path)
+    try:
+        data = json.loads(_read_bytes(str(path)))
     except FileNotFoundError:
-        raise Damaged(f"{path.name} is missing") from None
+        raise Damaged(f"{name} is missing") from None
     except (OSError, ValueError) as exc:
-        raise Damaged(f"{path.name} is damaged: {_reason(exc)}") from None
+        raise Damaged(f"{name} is damaged: {_reason(exc)}") from None
     if not isinstance(data, dict):
-        raise Damaged(f"{path.name} is damaged: not a JSON object")
+        raise Damaged(f"{name} is damaged: not a JSON object")
     return data
 
 
@@ -397,7 +427,7 @@ _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "host_config": dict, "layer_id": str, "networks": dict}
 
 
-def _valid_config(path: Path, container_id: str) -> dict[str, Any]:
+def _valid_config(path: Path | str, container_id: str) -> dict[str, Any]:
     """config.json's fields for ContainerRecord, checked; Damaged saying what is wrong."""
     data = _read_object(path)
     out: dict[str, Any] = {}
@@ -416,21 +446,31 @@ def _valid_config(path: Path, container_id: str) -> dict[str, Any]:
     return out
 
 
+def _state_fields() -> tuple[tuple[str, type, tuple[type, ...]], ...]:
+    """Each field of ContainerState with its type and the JSON types it accepts."""
+    out = []
+    for spec in fields(ContainerState):
+        kind: type = object if spec.default is MISSING or spec.default is None else type(spec.default)
+        out.append((spec.name, kind, (int, float) if kind is float else (kind,)))
+    return tuple(out)
+
+
+_STATE_FIELDS = _state_fields()
+
+
 def _valid_state(data: Any) -> ContainerState:
     """A ContainerState from state.json's object, every known field of its type (unknown
     fields, from a newer engine, are left out); Damaged saying what is wrong."""
     if not isinstance(data, dict):
         raise Damaged("state.json is damaged: not a JSON object")
     values: dict[str, Any] = {}
-    for spec in fields(ContainerState):
-        if spec.name not in data:
+    for name, kind, accepted in _STATE_FIELDS:
+        if name not in data:
             continue
-        value = data[spec.name]
-        kind: type = object if spec.default is MISSING or spec.default is None else type(spec.default)
-        accepted: tuple[type, ...] = (int, float) if kind is float else (kind,)
+        value = data[name]
         if (kind is not bool and isinstance(value, bool)) or not isinstance(value, accepted):
-            raise Damaged(f"state.json is damaged: {spec.name!r} is not a {kind.__name__}")
-        values[spec.name] = value
+            raise Damaged(f"state.json is damaged: {name!r} is not a {kind.__name__}")
+        values[name] = value
     return ContainerState(**values)
 
 

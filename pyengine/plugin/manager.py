@@ -250,3 +250,8 @@ class PluginHost:
     def authorize_request(self, method: str, path: str, user: str | None) -> str | None:
         """None when every plugin allows the request, else the first refusal's reason."""
         return self.pm.hook.pyengine_authorize_request(method=method, path=path, user=user)
+
+    def authorizes(self) -> bool:
+        """True when a plugin implements ``pyengine_authorize_request``; without one every
+        request is allowed, and the daemon does not ask."""
+        return bool(self.pm.hook.pyengine_authorize_request.get_hookimpls())
