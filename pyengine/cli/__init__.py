@@ -232,6 +232,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
+        from pyengine.cli.flags import docker_usage_error
+
+        shaped = docker_usage_error(exc, sys.argv[1:] if argv is None else argv)
+        if shaped is not None:  # run, create, exec: Docker's one line, its hint, its status
+            click.echo(shaped.text, err=True)
+            sys.exit(shaped.exit_code)
         exc.show()
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
     except click.Abort:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from pyengine.cli import CliState, pass_state
+from pyengine.cli.flags import BYTES, BYTES_OR_UNLIMITED, PUBLISH, RESTART_POLICY, ULIMIT, VOLUME
 from pyengine.errors import NotFound, UsageError
 
 
@@ -35,17 +36,19 @@ def container_options(func: Any) -> Any:
         click.option("-h", "--hostname", help="Container host name."),
         click.option("--entrypoint", help="Override the image's entrypoint."),
         click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only."),
-        click.option("-v", "--volume", multiple=True, help="Bind mount HOST:CTR[:ro] or named volume NAME:CTR."),
+        click.option("-v", "--volume", multiple=True, type=VOLUME,
+                     help="Bind mount HOST:CTR[:ro] or named volume NAME:CTR."),
         click.option("--tmpfs", multiple=True, help="Mount a tmpfs: PATH[:OPTIONS]."),
         click.option("--init", is_flag=True, help="Run an init as PID 1 that reaps zombies."),
-        click.option("--restart", default="no", help="no | on-failure[:N] | always | unless-stopped."),
+        click.option("--restart", default="no", type=RESTART_POLICY,
+                     help="no | on-failure[:N] | always | unless-stopped."),
         click.option("--stop-signal", help="Signal to stop the container [default: SIGTERM]."),
         click.option("--stop-timeout", type=int, help="Seconds before SIGKILL on stop [default: 10]."),
-        click.option("--ulimit", multiple=True, help="NAME=SOFT[:HARD]."),
+        click.option("--ulimit", multiple=True, type=ULIMIT, help="NAME=SOFT[:HARD]."),
         click.option("-l", "--label", multiple=True, help="KEY=VALUE."),
-        click.option("-m", "--memory", help="Memory limit (e.g. 64m)."),
-        click.option("--memory-swap", help="Memory + swap limit (-1: unlimited)."),
-        click.option("--memory-reservation", help="Memory soft limit."),
+        click.option("-m", "--memory", type=BYTES, help="Memory limit (e.g. 64m)."),
+        click.option("--memory-swap", type=BYTES_OR_UNLIMITED, help="Memory + swap limit (-1: unlimited)."),
+        click.option("--memory-reservation", type=BYTES, help="Memory soft limit."),
         click.option("--cpus", type=float, help="Number of CPUs (e.g. 0.5)."),
         click.option("--cpu-period", type=int, help="CFS period in microseconds."),
         click.option("--cpu-quota", type=int, help="CFS quota in microseconds."),
@@ -62,7 +65,7 @@ def container_options(func: Any) -> Any:
         click.option("--network", "--net", "network", default=None,
                      help="bridge | NAME | none | host | container:NAME [default: [network] default, "
                           "else bridge where the host can run it]."),
-        click.option("-p", "--publish", multiple=True, help="[IP:][HOSTPORT:]PORT[/tcp|udp]."),
+        click.option("-p", "--publish", multiple=True, type=PUBLISH, help="[IP:][HOSTPORT:]PORT[/tcp|udp]."),
         click.option("-P", "--publish-all", is_flag=True, help="Publish every exposed port on a random port."),
         click.option("--expose", multiple=True, help="Expose PORT[/tcp|udp] (for -P)."),
         click.option("--ip", help="IPv4 address on the network."),
@@ -171,10 +174,6 @@ def build_configs(image: str, command: tuple[str, ...], o: dict[str, Any]) -> tu
         exposed[f"{port}/{protocol or 'tcp'}"] = {}
     if exposed:
         config["ExposedPorts"] = exposed
-    if o["stop_signal"]:
-        from pyengine.containers.engine import parse_signal
-
-        parse_signal(o["stop_signal"])
     tmpfs = {}
     for item in o["tmpfs"]:
         path, _, opts = item.partition(":")

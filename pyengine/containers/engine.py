@@ -129,8 +129,10 @@ class Containers:
         """
         from pyengine.containers.networking import resolve_network_config
         from pyengine.containers.spec import merge_image_config, parse_security_opts
+        from pyengine.containers.validate import check_create
 
         parse_security_opts(host_config.get("SecurityOpt"))  # refused before anything is made
+        check_create(image_ref, config, host_config)
         try:
             image = self.engine.images.resolve_image(image_ref)
         except NotFound as exc:

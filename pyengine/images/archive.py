@@ -59,7 +59,11 @@ class _OuterArchive:
                         or self.tar._is_device(info)):
                     raise TarSafeException(f"unsafe member {info.name!r}")
         except (tarfile.TarError, TarSafeException, EOFError) as exc:
-            raise InvalidArchive(f"{path}: not a valid image archive ({exc})") from None
+            # tarfile's "r:*" says what each decompressor said, a line each: one reason is enough
+            text = str(exc)
+            reason = "not a tar archive, plain or compressed" if "could not be opened" in text \
+                else text.splitlines()[0] if text else type(exc).__name__
+            raise InvalidArchive(f"{path}: not a valid image archive ({reason})") from None
         except FileNotFoundError:
             raise NotFound(f"{path}: no such file") from None
         self.members = {posixpath.normpath(m.name): m for m in self.tar.getmembers()}
