@@ -207,6 +207,14 @@ def build_configs(image: str, command: tuple[str, ...], o: dict[str, Any]) -> tu
         "PidsLimit": o["pids_limit"] or 0, "BlkioWeight": o["blkio_weight"] or 0,
         "OomKillDisable": o["oom_kill_disable"],
     }
+    if o["tty"] and sys.stdout.isatty():
+        # As the docker CLI sends it: the container's pty starts at the client's size, so a
+        # program that asks at once (stty size) does not see 0x0 before the first resize.
+        try:
+            columns, lines = os.get_terminal_size(sys.stdout.fileno())
+            host["ConsoleSize"] = [lines, columns]
+        except OSError:
+            pass
     if host["AutoRemove"] and host["RestartPolicy"]["Name"] != "no":
         raise UsageError("--restart and --rm cannot be combined")
     for entry in o["add_host"]:
