@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -223,3 +224,49 @@ def test_a_running_container_does_not_hold_the_server(box: EngineEnv) -> None:
     assert info["served"] and info["pid"] != first
     state = json.loads(box.run("inspect", "keeps", check=True).stdout)[0]["State"]
     assert state["Running"]
+
+
+def _installation(where: Path) -> Path:
+    """A second installation of the same code, as a tox env or a second venv is: a venv of
+    its own (another sys.prefix and site-packages) whose site-packages adds this one's, so it
+    imports the installed pyengine. Returns its interpreter."""
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(where)], check=True, capture_output=True)
+    (site,) = where.glob("lib/python*/site-packages")
+    ours = sysconfig.get_path("purelib")  # where pyengine is installed (editable: its .pth)
+    (site / "uses-pyengine.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    return where / "bin" / "python"
+
+
+def test_two_installations_are_each_served(engine_env: EngineEnv, tmp_path: Path) -> None:
+    # Without PYENGINE_FORK_SOCKET each installation has its own default socket: the server of
+    # one would refuse the other's commands ("interpreter") and leave it cold.
+    env = dict(engine_env.env)
+    del env["PYENGINE_FORK_SOCKET"]
+    pythons = [_installation(tmp_path / name) for name in ("venv-a", "venv-b")]
+
+    def info(python: Path, **extra: str) -> dict:
+        result = subprocess.run([str(python), "-m", "pyengine", "info", "--format", "json"], cwd=tmp_path,
+                                env=dict(env, **extra), capture_output=True, text=True, check=True)
+        return json.loads(result.stdout)["fork_server"]
+
+    socks = [info(python, PYENGINE_FORK_SERVER="0") for python in pythons]
+    assert socks[0]["socket"] is None
+    socks = [info(python)["socket"] for python in pythons]  # each starts its own server
+    try:
+        assert socks[0] != socks[1] and all(Path(s).parent == Path(socks[0]).parent for s in socks), socks
+        assert all(_wait_for(Path(sock).exists) for sock in socks), "a server did not start"
+        served = [info(python) for python in pythons for _ in range(2)]  # interleaved
+        assert all(s["served"] for s in served), served
+        assert served[0]["pid"] == served[1]["pid"] != served[2]["pid"] == served[3]["pid"], served
+        # the same socket forced on both (the old shared default): the second is refused
+        shared = {"PYENGINE_FORK_SOCKET": socks[0]}
+        assert info(pythons[0], **shared)["served"]
+        assert not info(pythons[1], **shared)["served"]
+        assert "refused a command: interpreter" in Path(socks[0] + ".log").read_text()
+    finally:
+        for sock in socks:
+            stop_server(sock)
+            for leftover in (".lock", ".log"):
+                Path(sock + leftover).unlink(missing_ok=True)
+    assert not any(Path(sock).exists() or Path(pid_file(sock)).exists() for sock in socks)

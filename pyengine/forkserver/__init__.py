@@ -17,8 +17,8 @@ own user whose namespaces, cgroups, root, credentials, capabilities and limits a
 after ``PYENGINE_FORK_SERVER_IDLE`` seconds (default 300) without a command.
 
 ``PYENGINE_FORK_SERVER=0`` turns it off; ``PYENGINE_FORK_SOCKET`` moves its socket (default
-``/run/pyengine-fork/fork.sock`` for root, ``$XDG_RUNTIME_DIR/pyengine-fork/fork.sock``
-otherwise, and off when neither applies).
+``/run/pyengine-fork/fork-KEY.sock`` for root, ``$XDG_RUNTIME_DIR/pyengine-fork/fork-KEY.sock``
+otherwise, and off when neither applies; KEY is ``install_key()``, one server per installation).
 """
 
 from __future__ import annotations
@@ -56,10 +56,30 @@ def socket_path(environ: dict[str, str] | os._Environ[str] | None = None) -> str
         return None
     if env.get(SOCKET_ENV):
         return env[SOCKET_ENV]
+    name = f"fork-{install_key()}.sock"
     if os.geteuid() == 0:
-        return "/run/pyengine-fork/fork.sock"
+        return "/run/pyengine-fork/" + name
     runtime = env.get("XDG_RUNTIME_DIR")
-    return os.path.join(runtime, "pyengine-fork", "fork.sock") if runtime else None
+    return os.path.join(runtime, "pyengine-fork", name) if runtime else None
+
+
+def install_key() -> str:
+    """A short stable hash of what makes this installation: the interpreter (its real path, as
+    the server compares it: ``python`` and ``python3`` of one venv are one installation), ``sys.prefix``,
+    the module search path the server compares (``sys.path`` without the script's directory,
+    which a served fork no longer has), where this package lives and its version. Two
+    installations on one machine (two venvs, a checkout and a system install, a tox env) get
+    two servers instead of one refusing the other's commands. Cheap on purpose (the client
+    imports no hash module): the bytes read as one integer modulo the Mersenne prime 2**61-1."""
+    import sys
+
+    from pyengine import __version__
+
+    path = sys.path if SERVED_BY is not None else sys.path[1:]
+    package = os.path.dirname(os.path.dirname(__file__))
+    text = "\0".join([os.path.realpath(sys.executable), sys.prefix, package, __version__, *path])
+    value = int.from_bytes(os.fsencode(text), "big") % ((1 << 61) - 1)
+    return f"{value:016x}"
 
 
 def pid_file(sock: str) -> str:
