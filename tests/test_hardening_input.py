@@ -215,6 +215,10 @@ def test_daemon_create_answers_400_with_the_same_message(engine: EngineEnv) -> N
             answer = json.loads(response.read() or b"{}")
             connection.close()
             assert (response.status, answer.get("message")) == (400, message), (config, host)
+        # and the CLI as the daemon's client says it as daemonless: one line, status 125
+        for args, status, line in VALUE_ERRORS[:3]:
+            remote = engine.run(*args, env={"PYENGINE_HOST": daemon.url})
+            assert (remote.returncode, remote.stderr.splitlines()) == (status, [f"pyengine: error: {line}"]), args
         assert store_snapshot(engine.data_root) == before
     finally:
         assert daemon.stop() == 0

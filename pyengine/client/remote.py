@@ -71,6 +71,9 @@ class RemoteContainers:
             body["NetworkingConfig"] = {"EndpointsConfig": {network: settings}}
         try:
             answer = self.api.json("POST", "/containers/create", {"name": name}, body)
+        except UsageError as exc:  # the daemon refused the config (400): docker's run and create exit 125
+            exc.exit_code = 125
+            raise
         except NotFound as exc:
             if "image" not in str(exc).lower():
                 raise
