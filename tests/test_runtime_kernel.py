@@ -201,3 +201,85 @@ def test_default_spec_matches_docker_defaults() -> None:
     privileged = default_spec(["true"], "/r", privileged=True)
     assert not privileged["linux"]["maskedPaths"] and "seccomp" not in privileged["linux"]
     assert "CAP_SYS_ADMIN" in privileged["process"]["capabilities"]["bounding"]
+
+
+@pytest.fixture
+def seccomp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """kernel's filter cache in ``tmp_path`` (as a monitor has it in its run root), with an
+    empty in-process cache; both as they were afterwards."""
+    from pyengine.runtime import kernel as k
+
+    if k.libseccomp() is None:
+        pytest.skip("needs libseccomp2")
+    monkeypatch.setattr(k, "_compiled", {})
+    monkeypatch.setattr(k, "_cache_dir", None)
+    k.use_seccomp_cache(tmp_path)
+    return tmp_path
+
+
+def _fresh_compile(profile: dict) -> bytes:
+    from pyengine.runtime import kernel as k
+
+    return k._seccomp_build(k.libseccomp(), profile)
+
+
+def test_cached_seccomp_filter_is_the_compiled_one(seccomp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyengine.runtime import kernel as k
+    from pyengine.runtime.spec import DEFAULT_CAPABILITIES, default_seccomp
+
+    profile = default_seccomp(DEFAULT_CAPABILITIES)
+    first = k.seccomp_compile(profile)
+    (cache,) = (seccomp_cache / "seccomp").iterdir()
+    assert first == _fresh_compile(profile) and len(first) % 8 == 0
+    assert (cache.stat().st_mode & 0o777, cache.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+    assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # no temporary left
+    # the next process (an empty in-process cache) reads it instead of compiling
+    monkeypatch.setattr(k, "_compiled", {})
+    compiled = []
+    monkeypatch.setattr(k, "_seccomp_build", lambda lib, p: compiled.append(p) or b"")
+    assert k.seccomp_compile(profile) == first and compiled == []
+    # another profile is another entry: never the first one's program
+    other = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["keyctl"], "action": "SCMP_ACT_ERRNO"}]}
+    monkeypatch.undo()
+    k.use_seccomp_cache(seccomp_cache)
+    monkeypatch.setattr(k, "_compiled", {})
+    assert k.seccomp_compile(other) == _fresh_compile(other) != first
+    assert len(list((seccomp_cache / "seccomp").iterdir())) == 2
+    k.use_seccomp_cache(None)
+
+    def body() -> int:  # the program read from the file confines as the compiled one does
+        k._compiled.clear()
+        k.use_seccomp_cache(seccomp_cache)
+        k.seccomp_load_profile(other, set_nnp=True)
+        libc = ctypes.CDLL(None, use_errno=True)
+        return 0 if libc.syscall(250, 0, -3, 0) < 0 and ctypes.get_errno() == errno.EPERM else 1
+
+    assert in_child(body) == 0
+
+
+def test_a_damaged_seccomp_cache_is_compiled_again(seccomp_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyengine.runtime import kernel as k
+    from pyengine.runtime.spec import DEFAULT_CAPABILITIES, default_seccomp
+
+    profile = default_seccomp(DEFAULT_CAPABILITIES)
+    good = k.seccomp_compile(profile)
+    (cache,) = (seccomp_cache / "seccomp").iterdir()
+    whole = cache.read_bytes()
+    other = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"}]}
+    k.seccomp_compile(other)
+    (other_file,) = [p for p in (seccomp_cache / "seccomp").iterdir() if p != cache]
+    flipped = bytearray(whole)
+    flipped[-5] ^= 0x01  # one bit of one instruction
+    damaged = {
+        "a flipped bit": bytes(flipped),
+        "truncated": whole[:-8],
+        "an extra instruction": whole + whole[-8:],
+        "no magic": b"X" + whole[1:],
+        "empty": b"",
+        "another profile's entry": other_file.read_bytes(),
+    }
+    for what, data in damaged.items():
+        cache.write_bytes(data)
+        monkeypatch.setattr(k, "_compiled", {})
+        assert k.seccomp_compile(profile) == good, what
+        assert cache.read_bytes() == whole, f"{what}: not replaced by a good entry"

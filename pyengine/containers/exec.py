@@ -94,8 +94,10 @@ def exec_container(containers: Containers, ref: str, cmd: list[str], *, user: st
     """Start ``cmd`` in the running container ``ref`` with stdio the engine owns (see
     ``Containers.exec``). Conflict when the container is not running or is paused."""
     from pyengine.containers.spec import exec_spec
+    from pyengine.runtime import kernel
     from pyengine.runtime.launch import exec_in
 
+    kernel.use_seccomp_cache(containers.engine.config.run_root)  # compiled filters kept across processes
     if not cmd or not all(isinstance(arg, str) for arg in cmd):
         raise UsageError("no exec command specified")
     record = containers.get(ref)

@@ -152,6 +152,9 @@ class Monitor:
             if interactive:
                 stdin_r, self.stdin_w = os.pipe()
             stdio = (stdin_r, stdout_w, stderr_w)
+        from pyengine.runtime import kernel
+
+        kernel.use_seccomp_cache(self.containers.engine.config.run_root)  # the filter compiled by an earlier monitor
         with self.store.container_lock(self.id):
             state = self.store.load(self.id).state
             try:
