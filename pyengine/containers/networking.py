@@ -239,6 +239,18 @@ def network_settings(manager: Any, record: ContainerRecord) -> dict[str, Any]:
         for port in entry.ports:
             ports.setdefault(f"{port['container_port']}/{port['protocol']}", []).append(
                 {"HostIp": port["host_ip"] or "0.0.0.0", "HostPort": str(port["host_port"])})
+    for name, configured in record.networks.items():
+        # a network the container joins at its start, not joined now: dockerd lists it, with
+        # no address (Compose reads this to know a created container is on its network)
+        if name in networks or manager is None:
+            continue
+        try:
+            net_id = manager.get(name).id
+        except NotFound:
+            continue
+        aliases = list(configured.get("Aliases") or [])
+        networks[name] = {"NetworkID": net_id, "EndpointID": "", "Gateway": "", "IPAddress": "",
+                          "IPPrefixLen": 0, "Aliases": aliases, "DNSNames": None}
     for key in record.config.get("ExposedPorts") or {}:
         ports.setdefault(key if "/" in key else f"{key}/tcp", None)
     first: dict[str, Any] = next(iter(networks.values()), {})

@@ -154,13 +154,27 @@ def _create_arguments(body: dict[str, Any], name: str | None) -> tuple[str, dict
     for key in ("Cmd", "Entrypoint"):
         if isinstance(config.get(key), str):
             config[key] = [config[key]]
+    mode = host.get("NetworkMode") or "default"
+    if host.get("Links") and mode not in ("default", "bridge", "host") and not mode.startswith("container:"):
+        # dockerd's legacy links reach a container only on the default bridge (hosts entries and
+        # env); on none they give nothing, on a user-defined network dockerd ignores them (its
+        # names resolve there). Compose's run names the service's containers in them.
+        for link in host.pop("Links"):
+            if not isinstance(link, str) or not link.split(":")[0]:
+                raise ApiError(400, f"invalid link: {json.dumps(link)}")
     for key, allowed in _HOST_DEFAULTS_ONLY.items():
         if key in host and host[key] not in allowed and host[key] is not None:
             raise ApiError(400, f"HostConfig.{key} {json.dumps(host[key])} is not supported by pyengine")
     _mounts_to_binds(host)
+    # targets a bind, a named volume or a tmpfs already covers (Compose sends each of its volumes
+    # both in Binds and in Volumes) get no anonymous volume, as in dockerd
+    covered = {b.split(":")[1].rstrip("/") or "/" for b in host.get("Binds") or []
+               if isinstance(b, str) and b.count(":") >= 1}
+    covered.update(str(t).rstrip("/") or "/" for t in host.get("Tmpfs") or {})
     for path in config.pop("Volumes", None) or {}:
         # an anonymous volume, as dockerd makes one for VOLUME and -v /path
-        host.setdefault("Binds", []).append(f"{os.urandom(32).hex()}:{path}")
+        if (path.rstrip("/") or "/") not in covered:
+            host.setdefault("Binds", []).append(f"{os.urandom(32).hex()}:{path}")
     for bind in host.get("Binds") or []:
         if not isinstance(bind, str):
             raise ApiError(400, "json: cannot unmarshal into field Binds of type string")

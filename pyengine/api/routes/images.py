@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pyengine.api.http import ApiError, json_response, qbool, qfilters, qint
+from pyengine.api.http import ApiError, api_version, json_response, qbool, qfilters, qint
 from pyengine.api.streams import BodyReader, spool_body, stream_events, stream_writer
 from pyengine.errors import NotFound, UsageError
 
@@ -67,7 +67,21 @@ async def inspect_image(request: web.Request) -> web.Response:
     def inspect() -> dict[str, Any]:
         return verbs.inspect(store, verbs.find_image(store, request.match_info["name"]), store_details=False)
 
-    return json_response(await backend.run(inspect))
+    doc = await backend.run(inspect)
+    if api_version(request) < (1, 45):
+        # dropped in API 1.45; before it dockerd sends them, empty for an image no builder
+        # container made (Compose 1.29 reads ContainerConfig.Volumes when it recreates)
+        doc.setdefault("Container", "")
+        doc.setdefault("ContainerConfig", _EMPTY_CONTAINER_CONFIG)
+    return json_response(doc)
+
+
+#: dockerd's zero container.Config, as image inspect below API 1.45 shows it
+_EMPTY_CONTAINER_CONFIG: dict[str, Any] = {
+    "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False,
+    "AttachStderr": False, "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None, "Cmd": None,
+    "Image": "", "Volumes": None, "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None,
+}
 
 
 @routes.get("/images/{name:.+}/history")
