@@ -179,8 +179,11 @@ class Containers:
             record = self.reconcile(self.store.load(container_id))
             if record.state.running:
                 raise NotModified(f"container {record.name} is already running")
-            record.state.stop_requested = False
-            self.store.save_state(container_id, record.state)
+            if record.state.stop_requested or record.state.status == DAMAGED:
+                # Written only when it changes (an fsync'd write on every start's path); a
+                # damaged record refuses the write, and the start fails with its reason.
+                record.state.stop_requested = False
+                self.store.save_state(container_id, record.state)
         from pyengine.containers.restore import note_boot
 
         note_boot(self.engine.config.run_root)  # so that a restore tells this boot's run root from an earlier one's
@@ -310,12 +313,15 @@ class Containers:
         with self.store.container_lock(container_id):
             return self.reconcile(self.store.load(container_id))
 
-    def list(self, all_: bool = False) -> list[ContainerRecord]:
+    def list(self, all_: bool = False, *, shared: bool = False) -> list[ContainerRecord]:
         """The containers (running ones unless ``all_``), newest first. Their records are read
         once, without their locks (every record file is replaced whole, atomically); only one
-        whose monitor died is read again under its lock, and reconciled."""
+        whose monitor died is read again under its lock, and reconciled.
+
+        :param shared: the caller only reads the records (``ContainerStore.load``)
+        """
         records = []
-        for record in self.store.list():
+        for record in self.store.list(shared=shared):
             if _monitor_lost(record.state):
                 try:
                     with self.store.container_lock(record.id):

@@ -50,12 +50,13 @@ def check_filters(filters: dict[str, list[str]]) -> None:
 def select(containers: Containers, filters: dict[str, list[str]] | None = None, all_: bool = False,
            limit: int | None = None) -> list[ContainerRecord]:
     """The containers to list, newest first: running ones unless ``all_`` (or a status filter,
-    ``before``/``since`` or a ``limit`` asks for stopped ones too, as dockerd does)."""
+    ``before``/``since`` or a ``limit`` asks for stopped ones too, as dockerd does). The records
+    are for reading only: they may be shared with other listings (``ContainerStore.load``)."""
     filters = {k: v for k, v in (filters or {}).items() if v}
     check_filters(filters)
     limit = limit if limit and limit > 0 else None
     show_all = all_ or bool(limit) or any(k in filters for k in ("status", "exited", "before", "since"))
-    records = containers.list(all_=True)
+    records = containers.list(all_=True, shared=True)
     context = _Context(containers, records, filters)
     out = []
     for record in records:

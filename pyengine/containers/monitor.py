@@ -406,17 +406,42 @@ class Monitor:
 
     def _finish(self) -> None:
         record = self.store.load(self.id)
-        with self.store.container_lock(self.id):
-            state = self.store.load(self.id).state
-            state.monitor_pid = state.monitor_start_time = 0
-            self.store.save_state(self.id, state)
         if self.listener is not None:
             self.listener.close()
         if record.host_config.get("AutoRemove"):
             try:
                 self.containers.remove(self.id, force=True, from_monitor=True)
+                return  # nothing left to record this monitor's end in
             except PyEngineError as exc:
                 log.warning("container.autoremove_failed", container=self.id, reason=str(exc))
+        with self.store.container_lock(self.id):
+            state = self.store.load(self.id).state
+            state.monitor_pid = state.monitor_start_time = 0
+            self.store.save_state(self.id, state)
+
+
+def _drop_inherited_locks(keep: set[int]) -> None:
+    """In a fresh fork: close each descriptor through which another thread of the parent held
+    a flock at the fork (the daemon forks monitors while other requests hold container and
+    store locks). A flock belongs to the open file, so the fork's copy would hold the lock for
+    the monitor's life, and the monitor, taking that lock itself, would wait for itself
+    forever. The forking thread holds none of them: ``Containers.start`` forks outside its
+    locks. /proc/self/fdinfo lists a descriptor's own locks."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        fd = int(name)
+        if fd <= 2 or fd in keep:
+            continue
+        try:
+            with open(f"/proc/self/fdinfo/{fd}", "rb") as info:
+                text = info.read()
+        except OSError:  # the listing's own descriptor, closed already
+            continue
+        if b"FLOCK" in text or b"OFDLCK" in text:
+            os.close(fd)
 
 
 def _start_time(pid: int) -> int:
@@ -453,6 +478,8 @@ def spawn_monitor(containers: Containers, container_id: str, client: socket.sock
     if pid == 0:
         try:
             os.close(ready_r)
+            keep = {ready_w, *(sock.fileno() for sock in (client, listener, *(clients or ())) if sock is not None)}
+            _drop_inherited_locks(keep)
             os.setsid()
             # The monitor outlives the CLI: it must not hold the CLI's terminal or pipes.
             devnull = os.open(os.devnull, os.O_RDWR)

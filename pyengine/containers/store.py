@@ -198,20 +198,39 @@ class ContainerStore:
         not a temp or trash entry, not an empty directory."""
         return _is_container_dir(entry.name, str(entry))
 
-    def load(self, container_id: str) -> ContainerRecord:
+    def load(self, container_id: str, *, shared: bool = False) -> ContainerRecord:
         """The container's record; a record that cannot be read comes back with the status
-        ``damaged`` and the reason in ``state.error`` (it is never silently dropped)."""
+        ``damaged`` and the reason in ``state.error`` (it is never silently dropped).
+
+        :param shared: the caller only reads the record (a listing): while the record's files
+            hold the same bytes, this process returns the same record object, not parsed again
+            (the daemon lists every container for each ``ps``)
+        """
         directory = os.path.join(self._root, container_id)
-        if not _is_container_dir(container_id, directory):
+        if container_id.startswith(".") or "/" in container_id:
             raise NotFound(f"no such container: {container_id}")
-        state, problem = self._load_state(container_id)
+        files = (_read_if_there(os.path.join(self._run_dir, container_id, "state.json")),
+                 _read_if_there(os.path.join(directory, "state.json")),
+                 _read_if_there(os.path.join(directory, "config.json")))
+        if files[1] is None and files[2] is None:  # not a container's directory (is_container_dir)
+            raise NotFound(f"no such container: {container_id}")
+        if shared:
+            seen = _shared_records.get(directory)
+            if seen is not None and seen[0] == files:
+                return seen[1]
+        state, problem = _parse_state(files[0], files[1])
         try:
-            config = _valid_config(os.path.join(directory, "config.json"), container_id)
+            config = _parse_config(files[2], container_id)
         except Damaged as exc:
             problem = f"{exc}; {problem}" if problem else str(exc)
             config = None
         if not problem and config is not None:
-            return ContainerRecord(**config, state=state)
+            record = ContainerRecord(**config, state=state)
+            if shared:
+                if len(_shared_records) >= _SHARED_RECORDS_MAX:
+                    _shared_records.clear()
+                _shared_records[directory] = (files, record)
+            return record
         if not os.path.isdir(directory):  # removed while it was read (remove_record renames it away whole)
             raise NotFound(f"no such container: {container_id}")
         damaged = ContainerState(status=DAMAGED, pid=state.pid, monitor_pid=state.monitor_pid,
@@ -228,29 +247,6 @@ class ContainerStore:
     def _state_paths(self, container_id: str) -> tuple[Path, Path]:
         """Where a state lives: the data root, and the run root while the data root is full."""
         return self.dir(container_id) / "state.json", self.run_dir / container_id / "state.json"
-
-    def _load_state(self, container_id: str) -> tuple[ContainerState, str]:
-        """The container's state and, when it cannot be read, why (the state is then "dead")."""
-        main = os.path.join(self._root, container_id, "state.json")
-        spare = os.path.join(self._run_dir, container_id, "state.json")
-        for path in (spare, main):  # a spare exists only while it is newer than the main one
-            try:
-                data = json.loads(_read_bytes(path))
-            except FileNotFoundError:
-                if path is spare:
-                    continue
-                return ContainerState(status="dead", error="state file missing"), ""
-            except (OSError, ValueError) as exc:
-                if path is spare:
-                    continue
-                return ContainerState(status="dead"), f"state.json is damaged: {_reason(exc)}"
-            try:
-                return _valid_state(data), ""
-            except Damaged as exc:
-                if path is spare:
-                    continue
-                return ContainerState(status="dead"), str(exc)
-        raise AssertionError("unreachable")
 
     def save_state(self, container_id: str, state: ContainerState) -> None:
         """Write the state atomically; when the data root is full, into the run root instead
@@ -290,8 +286,8 @@ class ContainerStore:
                 raise NoSpace(path.parent) from None
             raise
 
-    def list(self) -> list[ContainerRecord]:
-        """Every container's record, newest first."""
+    def list(self, *, shared: bool = False) -> list[ContainerRecord]:
+        """Every container's record, newest first (``shared``: see ``load``)."""
         records = []
         try:
             names = sorted(os.listdir(self._root))
@@ -301,7 +297,7 @@ class ContainerStore:
             if name.startswith("."):
                 continue
             try:
-                records.append(self.load(name))  # NotFound: not a container's, or removed meanwhile
+                records.append(self.load(name, shared=shared))  # NotFound: not a container's, or removed meanwhile
             except NotFound:
                 continue
         records.sort(key=lambda r: r.created, reverse=True)
@@ -393,6 +389,48 @@ def _is_container_dir(name: str, directory: str) -> bool:
                  or os.path.exists(os.path.join(directory, "state.json"))))
 
 
+#: what ``load(shared=True)`` read and made of it, by container directory: the bytes of the
+#: record files (spare state, state, config), and the record
+_shared_records: dict[str, tuple[tuple[bytes | OSError | None, ...], ContainerRecord]] = {}
+_SHARED_RECORDS_MAX = 4096
+
+
+def _read_if_there(path: str) -> bytes | OSError | None:
+    """A record file's bytes; None when it (or its directory) does not exist; the error when
+    it cannot be read."""
+    try:
+        return _read_bytes(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        return exc
+
+
+def _parse_state(spare: bytes | OSError | None, main: bytes | OSError | None) -> tuple[ContainerState, str]:
+    """The container's state from its files' bytes (a spare in the run root exists only while
+    it is newer than the main one) and, when it cannot be read, why (the state is then "dead")."""
+    for raw, is_spare in ((spare, True), (main, False)):
+        if raw is None:
+            if is_spare:
+                continue
+            return ContainerState(status="dead", error="state file missing"), ""
+        try:
+            if isinstance(raw, OSError):
+                raise raw
+            data = json.loads(raw)
+        except (OSError, ValueError) as exc:
+            if is_spare:
+                continue
+            return ContainerState(status="dead"), f"state.json is damaged: {_reason(exc)}"
+        try:
+            return _valid_state(data), ""
+        except Damaged as exc:
+            if is_spare:
+                continue
+            return ContainerState(status="dead"), str(exc)
+    raise AssertionError("unreachable")
+
+
 def _read_bytes(path: str) -> bytes:
     """A small file's bytes, without the buffered file object ``open`` builds."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -407,13 +445,15 @@ def _read_bytes(path: str) -> bytes:
         os.close(fd)
 
 
-def _read_object(path: Path | str) -> dict[str, Any]:
-    """The JSON object in ``path``; Damaged when it is missing, unreadable or not an object."""
-    name = os.path.basename(path)
+def _read_object(raw: bytes | OSError | None, name: str) -> dict[str, Any]:
+    """The JSON object in a file's bytes (``_read_if_there``); Damaged when it is missing,
+    unreadable or not an object."""
+    if raw is None:
+        raise Damaged(f"{name} is missing")
     try:
-        data = json.loads(_read_bytes(str(path)))
-    except FileNotFoundError:
-        raise Damaged(f"{name} is missing") from None
+        if isinstance(raw, OSError):
+            raise raw
+        data = json.loads(raw)
     except (OSError, ValueError) as exc:
         raise Damaged(f"{name} is damaged: {_reason(exc)}") from None
     if not isinstance(data, dict):
@@ -427,9 +467,9 @@ _CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
     "host_config": dict, "layer_id": str, "networks": dict}
 
 
-def _valid_config(path: Path | str, container_id: str) -> dict[str, Any]:
+def _parse_config(raw: bytes | OSError | None, container_id: str) -> dict[str, Any]:
     """config.json's fields for ContainerRecord, checked; Damaged saying what is wrong."""
-    data = _read_object(path)
+    data = _read_object(raw, "config.json")
     out: dict[str, Any] = {}
     for key, kind in _CONFIG_TYPES.items():
         if key not in data:
