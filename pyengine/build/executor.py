@@ -512,12 +512,12 @@ class Builder:
         return uid, gid
 
     def _missing_dirs(self, root: str, path: str, owner: tuple[int, int], mode: int = 0o755
-                      ) -> list[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+                      ) -> list[layers.Member]:
         """Tar entries for the directories of ``path`` that ``root`` lacks (the last one owned
         by ``owner``), each at its resolved place inside the root."""
         from pyengine.layers.extract import resolve_in_root
 
-        members: list[tuple[tarfile.TarInfo, IO[bytes] | None]] = []
+        members: list[layers.Member] = []
         parts = [p for p in path.split("/") if p]
         now = int(time.time()) if self.epoch is None else self.epoch
         for i in range(len(parts)):
@@ -668,7 +668,7 @@ class Builder:
                              "(FROM scratch)")
         image_ref = self._holder(state)
         config = state.container_config
-        container_config = {
+        container_config: dict[str, Any] = {
             "Cmd": argv, "Entrypoint": [], "Env": [f"{k}={v}" for k, v in env.items()],
             "WorkingDir": config.get("WorkingDir") or "/", "User": config.get("User") or "",
             "Labels": {}, "Tty": False, "OpenStdin": False, "Image": image_ref,
@@ -776,8 +776,9 @@ class Builder:
         local = [s for s in instruction.sources if s not in urls]
         downloads: list[tuple[str, str, dict[str, str]]] = []
         try:
-            for url in urls:
-                downloads.append(self._download(url, instruction))
+            if isinstance(instruction, ins.Add):  # urls is empty for a COPY
+                for url in urls:
+                    downloads.append(self._download(url, instruction))
             if source.kind == "context":
                 checksum = self.context.checksum(local, instruction.exclude) if local else ""
             else:
@@ -928,7 +929,7 @@ class Builder:
 
     def _copy_members(self, parent_root: str, entries: list[_Entry], dest_abs: str, dest_is_dir_syntax: bool,
                       owner: tuple[int, int] | None, chmod: int | None, is_add: bool
-                      ) -> list[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+                      ) -> list[layers.Member]:
         """The layer's tar entries: each source under the destination as COPY and ADD place it
         (a directory's contents into the destination directory; a file at the destination, or
         into it when it is a directory), at paths resolved inside the parent's filesystem."""
@@ -936,7 +937,7 @@ class Builder:
         dest_exists_dir = os.path.isdir(dest_host)
         into_dir = dest_is_dir_syntax or dest_exists_dir or len(entries) > 1 \
             or (len(entries) == 1 and entries[0].kind == "dir")
-        members: list[tuple[tarfile.TarInfo, IO[bytes] | None]] = []
+        members: list[layers.Member] = []
         if into_dir:
             members.extend(self._missing_dirs(parent_root, dest_abs, owner or (0, 0)))
             base = members[-1][0].name if members else os.path.relpath(dest_host, parent_root)
@@ -985,7 +986,7 @@ class Builder:
                 yield os.path.relpath(full, entry.host), full
 
     def _entry_member(self, name: str, host: str, st: os.stat_result, owner: tuple[int, int] | None,
-                      chmod: int | None, keep_owner: bool) -> tuple[tarfile.TarInfo, IO[bytes] | None] | None:
+                      chmod: int | None, keep_owner: bool) -> layers.Member | None:
         info = tarfile.TarInfo(name)
         info.mtime = int(st.st_mtime)
         info.uid, info.gid = owner if owner is not None else ((st.st_uid, st.st_gid) if keep_owner else (0, 0))
@@ -1009,19 +1010,19 @@ class Builder:
         return None  # a socket: nothing a layer can hold
 
     def _file_member(self, name: str, host: str, st: os.stat_result, owner: tuple[int, int], mode: int
-                     ) -> tuple[tarfile.TarInfo, IO[bytes] | None]:
+                     ) -> layers.Member:
         info = tarfile.TarInfo(name)
         info.type, info.size, info.mode, info.mtime = tarfile.REGTYPE, st.st_size, mode, int(st.st_mtime)
         info.uid, info.gid = owner
         return info, _LazyFile(host)
 
-    def _archive_members(self, host: str, base: str) -> Iterator[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+    def _archive_members(self, host: str, base: str) -> Iterator[layers.Member]:
         """ADD of a local tar: its entries under ``base`` (names cleaned, nothing climbs out)."""
         from pyengine.errors import InvalidArchive
         from pyengine.layers.extract import WHITEOUT_PREFIX, clean_name
 
         stream = _open_archive(host)
-        buffers: list[tuple[tarfile.TarInfo, IO[bytes] | None]] = []
+        buffers: list[layers.Member] = []
         try:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
@@ -1090,8 +1091,8 @@ class _LazyFile:
         return data
 
 
-def _with_parents(root: str, members: list[tuple[tarfile.TarInfo, IO[bytes] | None]]
-                  ) -> list[tuple[tarfile.TarInfo, IO[bytes] | None]]:
+def _with_parents(root: str, members: list[layers.Member]
+                  ) -> list[layers.Member]:
     """``members`` preceded by an entry for every directory above them that the parent
     filesystem already has, with its attributes there. A layer applied to an overlay upper
     directory must carry its parents: a directory the extractor had to make would be root's,

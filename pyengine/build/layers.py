@@ -21,7 +21,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from pyengine.errors import InvalidArchive
 from pyengine.images import media
@@ -37,6 +37,16 @@ MOUNT_POINTS = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/proc", "/sy
 
 GZIP_LEVEL = 6
 CHUNK = 1 << 20
+
+
+class Readable(Protocol):
+    """A layer member's content: the tar writer only reads it (a file, or one opened lazily)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
+#: A member of a layer being written: its header and, for a regular file, its content.
+Member = tuple[tarfile.TarInfo, Readable | None]
 
 
 def now_iso(epoch: int | None = None) -> str:
@@ -129,7 +139,7 @@ def write_layer(store: Any, tar_stream: IO[bytes], *, exclude: Iterable[str] = (
     if rewrite or excluded or epoch is not None:
         try:
             with tarfile.open(fileobj=tar_stream, mode="r|") as source, \
-                    tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as target:  # type: ignore[arg-type]
+                    tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as target:  # type: ignore[call-overload]  # stub wants read/seek too; "w|" only writes
                 for member in source:
                     if excluded and _excluded(member.name, excluded):
                         continue
@@ -155,12 +165,12 @@ def write_layer(store: Any, tar_stream: IO[bytes], *, exclude: Iterable[str] = (
     return LayerBlob(digest=digest, diff_id=diff_id, size=sink.size, entries=entries)
 
 
-def write_tar_members(store: Any, members: Iterable[tuple[tarfile.TarInfo, IO[bytes] | None]], *,
+def write_tar_members(store: Any, members: Iterable[Member], *,
                       epoch: int | None = None) -> LayerBlob:
     """Write a layer made of ``(TarInfo, content)`` pairs (COPY and ADD build theirs so)."""
     sink = _GzipSink()
     entries = 0
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as target:  # type: ignore[arg-type]
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as target:  # type: ignore[call-overload]  # stub wants read/seek too; "w|" only writes
         for member, data in members:
             if epoch is not None and member.mtime > epoch:
                 member.mtime = epoch

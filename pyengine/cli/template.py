@@ -482,8 +482,8 @@ class _Lexer:
             elif ch.isdigit() or ch in "+-." :
                 match = _NUMBER.match(text, pos)
                 if not match or (match.end() < len(text) and (text[match.end()].isalnum() or text[match.end()] == "_")):
-                    word = re.match(r"[^\s}|()]*", text[pos:])
-                    raise self.error(pos, f'bad number syntax: "{word.group(0) if word else ch}"')
+                    bad = re.match(r"[^\s}|()]*", text[pos:])
+                    raise self.error(pos, f'bad number syntax: "{bad.group(0) if bad else ch}"')
                 raw = match.group(0).replace("_", "")
                 try:
                     value: Any = int(raw, 0) if re.fullmatch(r"[+-]?(0[xXbBoO][0-9a-fA-F]+|\d+)", raw) \
@@ -1481,7 +1481,7 @@ def container_row(summary: dict[str, Any], trunc: bool, now: float, human_size: 
 
 def image_row(row: dict[str, str]) -> Struct:
     """``images``'s row (docker's ImageContext) from the listing's computed columns."""
-    fields = {key: row[key] for key in ("Containers", "CreatedAt", "CreatedSince", "Digest", "ID", "Repository",
+    fields: dict[str, Any] = {key: row[key] for key in ("Containers", "CreatedAt", "CreatedSince", "Digest", "ID", "Repository",
                                          "SharedSize", "Size", "Tag", "UniqueSize", "VirtualSize") if key in row}
     return Struct("*formatter.ImageContext", fields)
 
