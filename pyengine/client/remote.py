@@ -166,7 +166,10 @@ class RemoteContainers:
         return list(self.api.json("POST", f"/containers/{_q(ref)}/update", body=changes).get("Warnings") or [])
 
     def _resize(self, container_id: str, rows: int, cols: int) -> None:
-        self.api.request("POST", f"/containers/{container_id}/resize", {"h": rows, "w": cols})
+        try:
+            self.api.request("POST", f"/containers/{container_id}/resize", {"h": rows, "w": cols})
+        except PyEngineError:
+            pass  # as the docker CLI: a container that already ended refuses a resize; no error
 
     def list(self, all_: bool = False, filters: dict[str, list[str]] | None = None,
              limit: int | None = None) -> list[dict[str, Any]]:
