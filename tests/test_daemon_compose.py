@@ -76,7 +76,7 @@ def project(engine_env: EngineEnv, tmp_path: Path):
 def compose(daemon: Daemon, workdir: Path, *args: str, check: bool = True, timeout: float = 180,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "PYENGINE_", "COMPOSE_"))}
-    full.update({"DOCKER_CONFIG": str(daemon.docker_config), "COMPOSE_INTERACTIVE_NO_CLI": "1"})
+    full.update({"DOCKER_CONFIG": str(daemon.docker_config)})
     full.update(env or {})
     result = subprocess.run(["docker-compose", "-H", daemon.url, "-p", "proj", *args], cwd=workdir, env=full,
                             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -127,8 +127,12 @@ def test_compose_project_up_ps_logs_exec_run_stop_down(project) -> None:
     logs_b = compose(daemon, workdir, "logs", "--no-color", "b").stdout
     assert "b sees hi-from-env" in logs_b
 
+    # exec and run hand over to the docker CLI (``docker exec``, ``docker start --attach``) by
+    # default; with COMPOSE_INTERACTIVE_NO_CLI, Compose's own docker-py calls do it
     exec_out = compose(daemon, workdir, "exec", "-T", "a", "echo", "hi")
     assert exec_out.stdout == "hi\n"
+    exec_py = compose(daemon, workdir, "exec", "-T", "a", "echo", "hi", env={"COMPOSE_INTERACTIVE_NO_CLI": "1"})
+    assert exec_py.stdout == "hi\n"
     failed = compose(daemon, workdir, "exec", "-T", "a", "sh", "-c", "exit 3", check=False)
     assert failed.returncode == 3
     written = compose(daemon, workdir, "exec", "-T", "a", "sh", "-c", "echo shared > /data/note", check=True)
