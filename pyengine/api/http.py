@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from typing import Any
+from typing import Any, overload
 
 from aiohttp import web
 
@@ -76,6 +76,14 @@ def qbool(request: web.Request, name: str, default: bool = False) -> bool:
     if value is None:
         return default
     return value.strip().lower() not in ("", "0", "false", "no")
+
+
+@overload
+def qint(request: web.Request, name: str, default: int) -> int: ...
+
+
+@overload
+def qint(request: web.Request, name: str, default: None = None) -> int | None: ...
 
 
 def qint(request: web.Request, name: str, default: int | None = None) -> int | None:

@@ -14,7 +14,7 @@ import io
 import os
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import IO, Any
 
 from aiohttp import web
 
@@ -142,7 +142,7 @@ class ResponseWriter(io.RawIOBase):
 
 
 async def stream_writer(request: web.Request, backend: Any, content_type: str,
-                        write: Callable[[io.BufferedWriter], Any]) -> web.StreamResponse:
+                        write: Callable[[IO[bytes]], Any]) -> web.StreamResponse:
     """A 200 response whose body ``write(stream)`` produces in the pool (buffered in 1 MiB)."""
     response = web.StreamResponse(status=200, headers={"Content-Type": content_type})
     response.enable_chunked_encoding()

@@ -169,7 +169,7 @@ def version(state: CliState, fmt: str | None) -> None:
         server = system.version()
         api_version = system.api.version
     machine = platform.machine()
-    client = {"Platform": {"Name": "pyengine"}, "Version": __version__, "ApiVersion": api_version,
+    client: dict[str, Any] = {"Platform": {"Name": "pyengine"}, "Version": __version__, "ApiVersion": api_version,
               "DefaultAPIVersion": CLIENT_API_VERSION, "GitCommit": "",
               "GoVersion": f"python{platform.python_version()}", "Os": "linux",
               "Arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine), "BuildTime": ""}

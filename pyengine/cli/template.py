@@ -1481,8 +1481,9 @@ def container_row(summary: dict[str, Any], trunc: bool, now: float, human_size: 
 
 def image_row(row: dict[str, str]) -> Struct:
     """``images``'s row (docker's ImageContext) from the listing's computed columns."""
-    fields: dict[str, Any] = {key: row[key] for key in ("Containers", "CreatedAt", "CreatedSince", "Digest", "ID", "Repository",
-                                         "SharedSize", "Size", "Tag", "UniqueSize", "VirtualSize") if key in row}
+    keys = ("Containers", "CreatedAt", "CreatedSince", "Digest", "ID", "Repository", "SharedSize", "Size", "Tag",
+            "UniqueSize", "VirtualSize")
+    fields: dict[str, Any] = {key: row[key] for key in keys if key in row}
     return Struct("*formatter.ImageContext", fields)
 
 

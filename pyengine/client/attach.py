@@ -44,7 +44,7 @@ def relay(conn: Hijacked, tty: bool, interactive: bool, resize: Callable[[int, i
 
         saved_tty = termios.tcgetattr(stdin_fd)
         ttymod.setraw(stdin_fd)
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
 
     def on_winch(*_: Any) -> None:
         size = terminal_size()
@@ -76,7 +76,8 @@ def relay(conn: Hijacked, tty: bool, interactive: bool, resize: Callable[[int, i
                 [(None, key.data) for key, _ in selector.select()]
             for _, what in events:
                 if what == "stdin":
-                    data = os.read(stdin_fd, 65536)  # type: ignore[arg-type]
+                    assert stdin_fd is not None  # registered only when there is one
+                    data = os.read(stdin_fd, 65536)
                     detached = False
                     if data and scanner is not None:
                         data, detached = scanner.feed(data)
@@ -111,7 +112,7 @@ def relay(conn: Hijacked, tty: bool, interactive: bool, resize: Callable[[int, i
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if saved_tty is not None:
+        if saved_tty is not None and stdin_fd is not None:
             import termios
 
             termios.tcsetattr(stdin_fd, termios.TCSADRAIN, saved_tty)

@@ -6,6 +6,7 @@ call too. Nothing here decides anything the engine should: it adapts calls and s
 
 from __future__ import annotations
 
+import builtins
 import os
 import socket
 import sys
@@ -144,13 +145,13 @@ class LocalContainers:
         record = self.containers.get(ref)
         return docker_stats(record, raw_sample(self.containers, record), None)
 
-    def prune(self) -> list[str]:
+    def prune(self) -> builtins.list[str]:
         deleted, _ = self.containers.prune()
         return deleted
 
-    def exec(self, ref: str, command: list[str], *, user: str | None = None, env: list[str] | None = None,
-             workdir: str | None = None, tty: bool = False, privileged: bool = False, interactive: bool = False,
-             detach: bool = False) -> int:
+    def exec(self, ref: str, command: builtins.list[str], *, user: str | None = None,
+             env: builtins.list[str] | None = None, workdir: str | None = None, tty: bool = False,
+             privileged: bool = False, interactive: bool = False, detach: bool = False) -> int:
         """Run a command in a running container through pipes the engine owns; its exit code."""
         from pyengine.containers.exec import relay
 
@@ -171,15 +172,15 @@ class LocalContainers:
 
 
     # -- the container's filesystem: commit, diff, export, cp ------------------------------------
-    def commit(self, ref: str, repo_tag: str | None = None, changes: list[str] | None = None, message: str = "",
-               author: str = "", pause: bool = True) -> str:
+    def commit(self, ref: str, repo_tag: str | None = None, changes: builtins.list[str] | None = None,
+               message: str = "", author: str = "", pause: bool = True) -> str:
         """A new image of the container's changes; its ID."""
         from pyengine.containers.changes import commit
 
         return commit(self.containers, ref, repo_tag, list(changes or []), message=message, author=author,
                       pause=pause).id
 
-    def diff(self, ref: str) -> list[tuple[str, str]]:
+    def diff(self, ref: str) -> builtins.list[tuple[str, str]]:
         """(kind, path) of every change against the image: A added, C changed, D deleted."""
         from pyengine.containers.changes import diff
 
@@ -226,7 +227,7 @@ class LocalImages:
 
         return verbs.inspect(self.store, verbs.find_image(self.store, ref))
 
-    def history(self, ref: str) -> list[dict[str, Any]]:
+    def history(self, ref: str) -> builtins.list[dict[str, Any]]:
         from pyengine.images import verbs
 
         return verbs.history(verbs.find_image(self.store, ref))
@@ -234,7 +235,7 @@ class LocalImages:
     def tag(self, source: str, target: str) -> None:
         self.store.tag(source, target)
 
-    def remove(self, ref: str, force: bool = False) -> list[dict[str, str]]:
+    def remove(self, ref: str, force: bool = False) -> builtins.list[dict[str, str]]:
         from pyengine.images import verbs
 
         return [{verb: what} for verb, what in verbs.remove(self.engine, ref, force=force)]
@@ -250,7 +251,7 @@ class LocalImages:
 
         return import_image(self.store, source, ref, message, changes).id
 
-    def load(self, source: IO[bytes], on_event: Progress = None) -> list[str]:
+    def load(self, source: IO[bytes], on_event: Progress = None) -> builtins.list[str]:
         from pyengine.images.archive import load_archive
         from pyengine.images.reference import parse_reference
 
@@ -267,7 +268,7 @@ class LocalImages:
                 on_event({"stream": text + "\n"})
         return lines
 
-    def save(self, refs: list[str], out: IO[bytes], fmt: str = "docker-archive") -> None:
+    def save(self, refs: builtins.list[str], out: IO[bytes], fmt: str = "docker-archive") -> None:
         from pyengine.images.archive import save_archive
 
         for ref in refs:
@@ -275,7 +276,7 @@ class LocalImages:
         save_archive(self.store, refs, out, fmt)
 
     def pull(self, name: str, platform: str | None = None, all_tags: bool = False,
-             on_event: Progress = None) -> list[str]:
+             on_event: Progress = None) -> builtins.list[str]:
         """Pull from a registry (or copy from oci:DIR, docker-archive:FILE, oci-archive:FILE);
         the references stored."""
         from pyengine.images.reference import parse_reference
@@ -332,7 +333,7 @@ class LocalImages:
                                   on_event=lambda event: None if "aux" in event else _emit(on_event, event))
         return {"Tag": result.ref.tag or "latest", "Digest": result.digest, "Size": result.size}
 
-    def search(self, term: str, limit: int = 25) -> list[dict[str, Any]]:
+    def search(self, term: str, limit: int = 25) -> builtins.list[dict[str, Any]]:
         from pyengine.registry import verbs
 
         return verbs.search(self.engine, term, limit, with_tags=True)
@@ -350,7 +351,7 @@ class LocalImages:
 
     def build(self, context: str | IO[bytes], options: Any, *, dockerfile: str | None = None,
               dockerfile_text: str | None = None, quiet: bool = False,
-              on_event: Callable[[str, str], None] | None = None) -> str:
+              on_event: Callable[[str, Any], None] | None = None) -> str:
         """Build with the engine's builder; the image's ID.
 
         :param context: a directory, or a tar stream of the context
@@ -450,10 +451,11 @@ class LocalNetworks:
     def remove(self, name: str) -> None:
         self._manager().remove(name)
 
-    def prune(self) -> list[str]:
+    def prune(self) -> builtins.list[str]:
         return [record.name for record in self._manager().prune()]
 
-    def connect(self, name: str, container: str, aliases: list[str] | None = None, ip: str | None = None) -> None:
+    def connect(self, name: str, container: str, aliases: builtins.list[str] | None = None,
+                ip: str | None = None) -> None:
         from pyengine.containers import networking
         from pyengine.containers.engine import Containers
 
@@ -495,7 +497,7 @@ class LocalVolumes:
     def remove(self, name: str, force: bool = False) -> None:
         self.store.remove(name, self._users(name), force)
 
-    def prune(self) -> list[str]:
+    def prune(self) -> builtins.list[str]:
         removed = []
         for volume in self.store.list():
             if not self._users(volume["Name"]):

@@ -6,6 +6,7 @@ connection) to the daemon. Works against pyengine's daemon, dockerd and podman's
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import os
 import threading
@@ -233,12 +234,12 @@ class RemoteContainers:
         """One sample of Docker's stats document."""
         return self.api.json("GET", f"/containers/{_q(ref)}/stats", {"stream": False, "one-shot": True})
 
-    def prune(self) -> list[str]:
+    def prune(self) -> builtins.list[str]:
         return self.api.json("POST", "/containers/prune").get("ContainersDeleted") or []
 
-    def exec(self, ref: str, command: list[str], *, user: str | None = None, env: list[str] | None = None,
-             workdir: str | None = None, tty: bool = False, privileged: bool = False, interactive: bool = False,
-             detach: bool = False) -> int:
+    def exec(self, ref: str, command: builtins.list[str], *, user: str | None = None,
+             env: builtins.list[str] | None = None, workdir: str | None = None, tty: bool = False,
+             privileged: bool = False, interactive: bool = False, detach: bool = False) -> int:
         """Run a command in a running container; its exit code (0 at once when detached)."""
         from pyengine.client.attach import relay, terminal_size
 
@@ -273,8 +274,8 @@ class RemoteContainers:
 
 
     # -- the container's filesystem: commit, diff, export, cp ------------------------------------
-    def commit(self, ref: str, repo_tag: str | None = None, changes: list[str] | None = None, message: str = "",
-               author: str = "", pause: bool = True) -> str:
+    def commit(self, ref: str, repo_tag: str | None = None, changes: builtins.list[str] | None = None,
+               message: str = "", author: str = "", pause: bool = True) -> str:
         """``POST /commit``; the new image's ID."""
         repo = tag = None
         if repo_tag:
@@ -289,7 +290,7 @@ class RemoteContainers:
             "pause": pause, "changes": list(changes or [])}, body={})
         return answer["Id"]
 
-    def diff(self, ref: str) -> list[tuple[str, str]]:
+    def diff(self, ref: str) -> builtins.list[tuple[str, str]]:
         """``GET /containers/{id}/changes``: (kind, path), kind A, C or D."""
         kinds = {0: "C", 1: "A", 2: "D"}
         found = self.api.json("GET", f"/containers/{_q(ref)}/changes") or []
@@ -455,7 +456,7 @@ class RemoteImages:
     def inspect(self, ref: str) -> dict[str, Any]:
         return self.api.json("GET", f"/images/{_q(ref)}/json")
 
-    def history(self, ref: str) -> list[dict[str, Any]]:
+    def history(self, ref: str) -> builtins.list[dict[str, Any]]:
         return self.api.json("GET", f"/images/{_q(ref)}/history") or []
 
     def tag(self, source: str, target: str) -> None:
@@ -464,7 +465,7 @@ class RemoteImages:
         ref = parse_reference(target, default_tag=False)
         self.api.request("POST", f"/images/{_q(source)}/tag", {"repo": ref.repository, "tag": ref.tag or "latest"})
 
-    def remove(self, ref: str, force: bool = False) -> list[dict[str, str]]:
+    def remove(self, ref: str, force: bool = False) -> builtins.list[dict[str, str]]:
         return self.api.json("DELETE", f"/images/{_q(ref)}", {"force": force}) or []
 
     def prune(self, all_images: bool = False) -> dict[str, Any]:
@@ -484,7 +485,7 @@ class RemoteImages:
             raise PyEngineError("the daemon did not say which image it imported")
         return image_id
 
-    def load(self, source: IO[bytes], on_event: Progress = None) -> list[str]:
+    def load(self, source: IO[bytes], on_event: Progress = None) -> builtins.list[str]:
         """Load an archive; the daemon's lines (``Loaded image: NAME:TAG``); its per-layer
         progress (``Loading layer``) goes only to ``on_event``, and is asked for only when there
         is an ``on_event`` (as the docker CLI asks only for a terminal)."""
@@ -497,7 +498,7 @@ class RemoteImages:
                 on_event(event)
         return lines
 
-    def save(self, refs: list[str], out: IO[bytes], fmt: str = "docker-archive") -> None:
+    def save(self, refs: builtins.list[str], out: IO[bytes], fmt: str = "docker-archive") -> None:
         if fmt != "docker-archive":
             raise UsageError(f"--format {fmt} is not offered over the Docker Engine API; use docker-archive")
         for ref in refs:
@@ -513,7 +514,7 @@ class RemoteImages:
             response.close()
 
     def pull(self, name: str, platform: str | None = None, all_tags: bool = False,
-             on_event: Progress = None) -> list[str]:
+             on_event: Progress = None) -> builtins.list[str]:
         """Pull through the daemon; the references pulled (``docker.io/library/busybox:latest``)."""
         from pyengine.images.reference import parse_reference
 
@@ -554,7 +555,7 @@ class RemoteImages:
                 on_event(event)
         return aux
 
-    def search(self, term: str, limit: int = 25) -> list[dict[str, Any]]:
+    def search(self, term: str, limit: int = 25) -> builtins.list[dict[str, Any]]:
         """``GET /images/search``: Docker's entries (``name``, ``description``, ``star_count``,
         ``is_official``); the daemon may not know each repository's tags."""
         first, sep, _ = term.partition("/")
@@ -568,7 +569,7 @@ class RemoteImages:
 
     def build(self, context: str | IO[bytes], options: Any, *, dockerfile: str | None = None,
               dockerfile_text: str | None = None, quiet: bool = False,
-              on_event: Callable[[str, str], None] | None = None) -> str:
+              on_event: Callable[[str, Any], None] | None = None) -> str:
         """``POST /build`` (the legacy builder's protocol) with the context as a tar (a
         directory's honouring its ``.dockerignore``); each ``stream`` line to ``on_event`` as
         ``("output", text)``; the image's ID from the final ``aux``."""
@@ -734,10 +735,11 @@ class RemoteNetworks:
     def remove(self, name: str) -> None:
         self.api.request("DELETE", f"/networks/{_q(name)}")
 
-    def prune(self) -> list[str]:
+    def prune(self) -> builtins.list[str]:
         return self.api.json("POST", "/networks/prune").get("NetworksDeleted") or []
 
-    def connect(self, name: str, container: str, aliases: list[str] | None = None, ip: str | None = None) -> None:
+    def connect(self, name: str, container: str, aliases: builtins.list[str] | None = None,
+                ip: str | None = None) -> None:
         endpoint: dict[str, Any] = {"Aliases": aliases or None}
         if ip:
             endpoint["IPAMConfig"] = {"IPv4Address": ip}
@@ -766,7 +768,7 @@ class RemoteVolumes:
     def remove(self, name: str, force: bool = False) -> None:
         self.api.request("DELETE", f"/volumes/{_q(name)}", {"force": force})
 
-    def prune(self) -> list[str]:
+    def prune(self) -> builtins.list[str]:
         return self.api.json("POST", "/volumes/prune").get("VolumesDeleted") or []
 
 

@@ -143,7 +143,8 @@ def create_network(engine: Any, name: str, driver: str = "bridge", *, internal: 
     manager = reconciled_manager(engine)
     if name in PREDEFINED:
         raise NetworkRefused(f"{name} is a pre-defined network and cannot be created")
-    if manager.store.find(name) is not None and manager.store.find(name).name == name:
+    existing = manager.store.find(name)
+    if existing is not None and existing.name == name:
         raise Conflict(f"network with name {name} already exists")
     return manager.create(name, driver or "bridge", subnet=subnet, gateway=pool.get("Gateway") or None,
                           ip_range=pool.get("IPRange") or None, internal=internal, options=options,

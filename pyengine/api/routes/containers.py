@@ -813,7 +813,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
                 return
 
     output = asyncio.ensure_future(from_monitor())
-    feeding = asyncio.ensure_future(from_client())
+    feeding: asyncio.Future[Any] = asyncio.ensure_future(from_client())
     watcher = asyncio.ensure_future(adopt_if_started_elsewhere()) if sock in _theirs_of else None
     try:
         while True:

@@ -184,7 +184,11 @@ async def _relay(request: web.Request, session: Any, conn: Any, tty: bool, keys:
 
     for fd in outputs:
         loop.add_reader(fd, readable, fd)
-    loop.add_reader(pidfd, lambda: (loop.remove_reader(pidfd), exited.set()))
+    def on_exit() -> None:
+        loop.remove_reader(pidfd)
+        exited.set()
+
+    loop.add_reader(pidfd, on_exit)
 
     async def from_client() -> None:
         nonlocal detached, feed
@@ -217,7 +221,7 @@ async def _relay(request: web.Request, session: Any, conn: Any, tty: bool, keys:
             if exited.is_set():
                 timeout = _DRAIN_AFTER_EXIT
             getter = asyncio.ensure_future(chunks.get())
-            waiters = {getter, feeding} if not feeding.done() else {getter}
+            waiters: set[asyncio.Future[Any]] = {getter, feeding} if not feeding.done() else {getter}
             exit_wait = None
             if not exited.is_set():
                 exit_wait = asyncio.ensure_future(exited.wait())

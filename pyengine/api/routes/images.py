@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 from typing import Any
@@ -150,7 +151,7 @@ async def _import(request: web.Request) -> web.StreamResponse:
     changes = request.query.getall("changes", [])
     message = request.query.get("message", "")
     store = _ingesting_store(backend)
-    body = BodyReader(request, asyncio.get_running_loop())
+    body = io.BufferedReader(BodyReader(request, asyncio.get_running_loop()))  # a binary file (IO[bytes])
 
     def run(emit: Any) -> None:
         image = verbs.import_image(store, body, target, message, changes)
