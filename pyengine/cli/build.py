@@ -55,25 +55,13 @@ def diff(state: CliState, container: str) -> None:
 @pass_state
 def export(state: CliState, output: str | None, container: str) -> None:
     """Export a container's filesystem as a tar archive."""
-    from pyengine.images.archive import open_output
+    from pyengine.images.archive import write_output
 
     if output is None and sys.stdout.isatty():
         raise UsageError("cowardly refusing to save to a terminal; use -o FILE or redirect stdout")
     containers = state.containers()
     containers.inspect(container)  # a missing container fails before anything is written
-    stream, tmp = open_output(output)
-    try:
-        containers.export(container, stream)
-        stream.flush()
-        if tmp:
-            os.fsync(stream.fileno())
-            stream.close()
-            os.rename(tmp, output)  # type: ignore[arg-type]
-    except BaseException:
-        if tmp:
-            stream.close()
-            os.unlink(tmp)
-        raise
+    write_output(output, lambda stream: containers.export(container, stream))
 
 
 # -- cp ----------------------------------------------------------------------------------------
@@ -351,21 +339,9 @@ def _archive_format(kind: str) -> str:
 
 
 def _write_output(images: Any, image_id: str, kind: str, dest: str) -> None:
-    from pyengine.images.archive import open_output
+    from pyengine.images.archive import write_output
 
-    stream, tmp = open_output(dest)
-    try:
-        images.save([image_id], stream, _archive_format(kind))
-        stream.flush()
-        if tmp:
-            os.fsync(stream.fileno())
-            stream.close()
-            os.rename(tmp, dest)
-    except BaseException:
-        if tmp:
-            stream.close()
-            os.unlink(tmp)
-        raise
+    write_output(dest, lambda stream: images.save([image_id], stream, _archive_format(kind)))
 
 
 @click.group("builder")

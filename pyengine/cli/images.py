@@ -321,28 +321,14 @@ def load(state: CliState, input_path: str, quiet: bool) -> None:
 @pass_state
 def save(state: CliState, output: str | None, fmt: str, image_refs: tuple[str, ...]) -> None:
     """Save one or more images to a tar archive (stdout by default)."""
-    import os
-
-    from pyengine.images.archive import open_output
+    from pyengine.images.archive import write_output
 
     if output is None and sys.stdout.isatty():
         raise UsageError("cowardly refusing to save to a terminal; use -o FILE or redirect stdout")
     images = state.images()
     for ref in image_refs:
         images.inspect(ref)  # a missing image fails before anything is written
-    stream, tmp = open_output(output)
-    try:
-        images.save(list(image_refs), stream, fmt)
-        stream.flush()
-        if tmp:
-            os.fsync(stream.fileno())
-            stream.close()
-            os.rename(tmp, output)  # type: ignore[arg-type]
-    except BaseException:
-        if tmp:
-            stream.close()
-            os.unlink(tmp)
-        raise
+    write_output(output, lambda stream: images.save(list(image_refs), stream, fmt))
 
 
 # -- groups -----------------------------------------------------------------------------------

@@ -393,6 +393,24 @@ def open_output(path: str | None) -> tuple[IO[bytes], str | None]:
     return os.fdopen(fd, "wb"), tmp
 
 
+def write_output(path: str | None, write: Callable[[IO[bytes]], None]) -> None:
+    """Run ``write`` on :func:`open_output`'s stream (``save``/``export``/``build --output``):
+    a file appears at ``path`` whole (fsynced, renamed into place) or not at all."""
+    stream, tmp = open_output(path)
+    try:
+        write(stream)
+        stream.flush()
+        if tmp:
+            os.fsync(stream.fileno())
+            stream.close()
+            os.rename(tmp, path)  # type: ignore[arg-type]
+    except BaseException:
+        if tmp:
+            stream.close()
+            os.unlink(tmp)
+        raise
+
+
 @contextlib.contextmanager
 def spooled_input(path: str):
     """``load -i -``: spool stdin to a temp file, because archives are read out of order."""
