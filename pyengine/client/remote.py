@@ -503,15 +503,7 @@ class RemoteImages:
             raise UsageError(f"--format {fmt} is not offered over the Docker Engine API; use docker-archive")
         for ref in refs:
             self.inspect(ref)  # a missing image fails before anything is written
-        response = self.api.stream("GET", "/images/get", {"names": refs})
-        try:
-            while True:
-                data = response.read(1 << 20)
-                if not data:
-                    break
-                out.write(data)
-        finally:
-            response.close()
+        _copy_response(self.api.stream("GET", "/images/get", {"names": refs}), out)
 
     def pull(self, name: str, platform: str | None = None, all_tags: bool = False,
              on_event: Progress = None) -> builtins.list[str]:
