@@ -7,12 +7,12 @@ for the image, and the runtime launcher to start the process. Used by the CLI an
 
 from __future__ import annotations
 
+import builtins
 import os
 import select
 import signal as signals
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyengine.containers.store import DAMAGED, ContainerRecord, ContainerState, ContainerStore, now_iso, pid_alive
@@ -42,17 +42,6 @@ class NotModified(Conflict):
 #: before its client starts the container): a count, and a condition notified when it grows
 _starts = threading.Condition()
 _start_count = 0
-
-
-#: Called with the pid of each monitor this process forks (``watch_monitors``)
-_monitor_watchers: list[Callable[[int], None]] = []
-
-
-def watch_monitors(callback: Callable[[int], None]) -> None:
-    """Have ``callback(pid)`` called for every monitor this process forks from now on: a
-    monitor stays its forker's child until it exits, and a long-lived forker (the daemon)
-    reaps it. A CLI exits first and leaves its monitors to init."""
-    _monitor_watchers.append(callback)
 
 
 def _note_start() -> None:
@@ -199,9 +188,7 @@ class Containers:
         from pyengine.containers.restore import note_boot
 
         note_boot(self.engine.config.run_root)  # so that a restore tells this boot's run root from an earlier one's
-        monitor_pid, message = spawn_monitor(self, container_id, client, clients=list(clients or []) or None)
-        for watcher in _monitor_watchers:
-            watcher(monitor_pid)
+        _, message = spawn_monitor(self, container_id, client, clients=list(clients or []) or None)
         _note_start()  # the monitor saved its state (running, its pid) before it answered
         kind, _, rest = message.partition(" ")
         if kind != "ok":
@@ -363,9 +350,10 @@ class Containers:
             self._wait_stopped(record.id, 30)  # as dockerd: a SIGKILL'd container is gone on return
         return record
 
-    def exec(self, ref: str, cmd: list[str], *, user: str | None = None, env: list[str] | tuple[str, ...] = (),
-             workdir: str | None = None, tty: bool = False, privileged: bool = False, interactive: bool = False,
-             detach: bool = False, console_size: tuple[int, int] | None = None,
+    def exec(self, ref: str, cmd: builtins.list[str], *, user: str | None = None,
+             env: builtins.list[str] | tuple[str, ...] = (), workdir: str | None = None, tty: bool = False,
+             privileged: bool = False, interactive: bool = False, detach: bool = False,
+             console_size: tuple[int, int] | None = None,
              exec_id: str | None = None) -> Any:
         """Start ``cmd`` in the running container ``ref``; an ``ExecSession`` whose pipes (or
         pty) the engine owns: the caller's descriptors never reach the container
@@ -628,7 +616,7 @@ class Containers:
         self.stop(ref, timeout)
         return self.start(ref)
 
-    def update(self, ref: str, changes: dict[str, Any]) -> list[str]:
+    def update(self, ref: str, changes: dict[str, Any]) -> builtins.list[str]:
         """Change resource limits and the restart policy: written to the record and, while the
         container runs, to its live cgroup through every isolator that can (``update``).
         Zero and empty values mean "unchanged", as in Docker's update. Returns warnings.
@@ -689,7 +677,7 @@ class Containers:
         self.emit(record, "update")
         return warnings
 
-    def prune(self, filters: dict[str, list[str]] | None = None) -> tuple[list[str], int]:
+    def prune(self, filters: dict[str, builtins.list[str]] | None = None) -> tuple[builtins.list[str], int]:
         """Remove every stopped container the filters (``until``, ``label``, ``label!``) select;
         (their IDs, the bytes their writable layers held)."""
         from pyengine.containers.logs import parse_time
@@ -751,7 +739,7 @@ class Containers:
         record = self.get(ref)
         return inspect_document(self, record, self.exec_ids(record.id))
 
-    def exec_ids(self, container_id: str) -> list[str]:
+    def exec_ids(self, container_id: str) -> builtins.list[str]:
         """The IDs of the container's exec records (``ExecIDs``)."""
         try:
             from pyengine.containers.exec import ExecStore

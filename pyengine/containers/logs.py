@@ -156,7 +156,7 @@ def _read_available(fh: IO[str] | None) -> list[dict]:
     """The complete lines ``fh`` has now; a partial last line is left to be read again."""
     if fh is None:
         return []
-    entries = []
+    entries: list[dict] = []
     while True:
         position = fh.tell()
         line = fh.readline()

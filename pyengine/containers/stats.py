@@ -154,7 +154,7 @@ def _cpu_stats(sample: dict[str, Any] | None) -> dict[str, Any]:
                 "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}
     cpu = sample.get("cpu") or {}
     total = int(cpu.get("usage_ns") or 0)
-    usage = {"total_usage": total, "usage_in_kernelmode": int(cpu.get("system_ns") or 0),
+    usage: dict[str, Any] = {"total_usage": total, "usage_in_kernelmode": int(cpu.get("system_ns") or 0),
              "usage_in_usermode": int(cpu.get("user_ns") or 0)}
     if cpu.get("percpu_ns"):
         usage["percpu_usage"] = list(cpu["percpu_ns"])

@@ -435,7 +435,7 @@ def _read_bytes(path: str) -> bytes:
     """A small file's bytes, without the buffered file object ``open`` builds."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             chunk = os.read(fd, 1 << 16)
             if not chunk:
