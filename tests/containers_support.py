@@ -43,3 +43,24 @@ def remove_all_containers(cli) -> None:  # noqa: ANN001 - cli(*args) -> Complete
         cli("rm", "-f", *ids)
     leftover = cli("ps", "-aq").stdout.split()
     assert not leftover, f"containers left: {leftover}"
+
+
+def busybox_engine(engine_env, tmp_path_factory, via: str = "local"):  # noqa: ANN001, ANN201 - fixture body
+    """The body of an ``engine`` fixture (``yield from busybox_engine(...)``): root required, the
+    overlay driver, ``busybox:latest`` imported, served through a daemon when ``via`` is
+    ``"daemon"`` (daemon_mode.serve); every container removed (and asserted gone) afterwards."""
+    from daemon_mode import serve
+
+    from conftest import need_root
+
+    need_root()
+    engine_env.env["PYENGINE_STORAGE_DRIVER"] = "overlay"
+    served = serve(engine_env, via)
+    try:
+        engine_env.run("import", str(busybox_rootfs_tar(tmp_path_factory.getbasetemp())), "busybox:latest",
+                       check=True)
+        yield engine_env
+        remove_all_containers(engine_env.run)
+    finally:
+        if served is not None:
+            served.stop()

@@ -21,9 +21,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from containers_support import busybox_rootfs_tar, remove_all_containers
+from containers_support import busybox_engine
 
-from conftest import EngineEnv, need_root, need_tool
+from conftest import EngineEnv, need_tool
 
 TEN = """\
 FROM busybox
@@ -41,12 +41,7 @@ CMD ["cat", "/app/out"]
 
 @pytest.fixture
 def engine(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
-    need_root()
-    engine_env.env["PYENGINE_STORAGE_DRIVER"] = "overlay"
-    tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
-    engine_env.run("import", str(tar), "busybox:latest", check=True)
-    yield engine_env
-    remove_all_containers(engine_env.run)
+    yield from busybox_engine(engine_env, tmp_path_factory)
 
 
 def context(tmp_path: Path, dockerfile: str, files: dict[str, str | bytes] | None = None) -> Path:

@@ -10,27 +10,16 @@ import os
 import time
 
 import pytest
-from containers_support import busybox_rootfs_tar, remove_all_containers
-from daemon_mode import serve
+from containers_support import busybox_engine
 
-from conftest import EngineEnv, need_root
+from conftest import EngineEnv
 from pyengine import shim
 
 
 @pytest.fixture(params=["local", "daemon"])
 def engine(request: pytest.FixtureRequest, engine_env: EngineEnv,
            tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
-    need_root()
-    engine_env.env["PYENGINE_STORAGE_DRIVER"] = "overlay"
-    served = serve(engine_env, request.param)
-    try:
-        engine_env.run("import", str(busybox_rootfs_tar(tmp_path_factory.getbasetemp())), "busybox:latest",
-                       check=True)
-        yield engine_env
-        remove_all_containers(engine_env.run)
-    finally:
-        if served is not None:
-            served.stop()
+    yield from busybox_engine(engine_env, tmp_path_factory, request.param)
 
 
 def _health(engine: EngineEnv, ref: str) -> dict:

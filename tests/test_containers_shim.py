@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
-from containers_support import busybox_rootfs_tar, remove_all_containers
+from containers_support import busybox_engine
 
-from conftest import EngineEnv, need_root
+from conftest import EngineEnv
 from pyengine import shim
 from pyengine.containers.monitor import SHIM_AFTER
 from pyengine.containers.store import pid_alive
@@ -33,12 +33,7 @@ PAST_HANDOFF = SHIM_AFTER + 0.8
 
 @pytest.fixture
 def engine(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
-    need_root()
-    engine_env.env["PYENGINE_STORAGE_DRIVER"] = "overlay"
-    tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
-    engine_env.run("import", str(tar), "busybox:latest", check=True)
-    yield engine_env
-    remove_all_containers(engine_env.run)
+    yield from busybox_engine(engine_env, tmp_path_factory)
 
 
 def _state(engine: EngineEnv, cid: str) -> dict:

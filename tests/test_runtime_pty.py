@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from containers_support import busybox_rootfs_tar, remove_all_containers
-from daemon_mode import serve
+from containers_support import busybox_engine, busybox_rootfs_tar
 from daemon_support import start_daemon
 
 from conftest import EngineEnv, need_root
@@ -161,17 +160,7 @@ def test_exec_refuses_a_dev_ptmx_that_is_not_the_multiplexer(rootfs: Path) -> No
 @pytest.fixture(params=["local", "daemon"])
 def engine(request: pytest.FixtureRequest, engine_env: EngineEnv,
            tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
-    need_root()
-    engine_env.env["PYENGINE_STORAGE_DRIVER"] = "overlay"
-    served = serve(engine_env, request.param)
-    try:
-        engine_env.run("import", str(busybox_rootfs_tar(tmp_path_factory.getbasetemp())), "busybox:latest",
-                       check=True)
-        yield engine_env
-        remove_all_containers(engine_env.run)
-    finally:
-        if served is not None:
-            served.stop()
+    yield from busybox_engine(engine_env, tmp_path_factory, request.param)
 
 
 def _on_a_pty(command: list[str], env: dict[str, str], rows: int = 33, cols: int = 77) -> tuple[int, list[str]]:
