@@ -671,31 +671,6 @@ def parse_detach_keys(text: str | None) -> bytes:
     return bytes(out)
 
 
-class _DetachScanner:
-    """Finds the detach sequence in stdin; what is not part of it passes through."""
-
-    def __init__(self, keys: bytes) -> None:
-        self.keys = keys
-        self.held = b""
-
-    def feed(self, data: bytes) -> tuple[bytes, bool]:
-        out = bytearray()
-        for byte in data:
-            if self.keys and byte == self.keys[len(self.held)]:
-                self.held += bytes([byte])
-                if len(self.held) == len(self.keys):
-                    return bytes(out), True
-                continue
-            if self.held:
-                out += self.held
-                self.held = b""
-                if self.keys and byte == self.keys[0]:
-                    self.held = bytes([byte])
-                    continue
-            out.append(byte)
-        return bytes(out), False
-
-
 def _pending_socket(container_id: str) -> socket.socket:
     """A socketpair for an attach to a created container: ours, and the monitor's end kept
     for ``start``."""
@@ -766,7 +741,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
                         return
 
     async def from_client() -> None:
-        scanner = _DetachScanner(keys)
+        scanner = frames.DetachScanner(keys)
         while True:
             data = await conn.read()
             if not data:

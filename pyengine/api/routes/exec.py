@@ -16,7 +16,8 @@ from typing import Any
 from aiohttp import web
 
 from pyengine.api.http import ApiError, json_response, qint, read_json, stdcopy_frame, take_over, typed
-from pyengine.api.routes.containers import MULTIPLEXED_STREAM, RAW_STREAM, _call, _DetachScanner, parse_detach_keys
+from pyengine.api.routes.containers import MULTIPLEXED_STREAM, RAW_STREAM, _call, parse_detach_keys
+from pyengine.containers.attach import DetachScanner
 from pyengine.errors import Conflict, NotFound
 
 routes = web.RouteTableDef()
@@ -192,7 +193,7 @@ async def _relay(request: web.Request, session: Any, conn: Any, tty: bool, keys:
 
     async def from_client() -> None:
         nonlocal detached, feed
-        scanner = _DetachScanner(keys)
+        scanner = DetachScanner(keys)
         while True:
             data = await conn.read()
             if not data:
