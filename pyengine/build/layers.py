@@ -156,6 +156,11 @@ def write_layer(store: Any, tar_stream: IO[bytes], *, exclude: Iterable[str] = (
         while chunk := tar_stream.read(CHUNK):
             sink.write(chunk)
         entries = -1  # not counted
+    return _store_layer(store, sink, entries)
+
+
+def _store_layer(store: Any, sink: _GzipSink, entries: int) -> LayerBlob:
+    """Finish ``sink``, hand its blob to ``store`` and describe the layer (``entries`` -1: not counted)."""
     digest, diff_id = sink.finish()
     try:
         store.ingest_blob(digest, sink.out, sink.size)
@@ -176,13 +181,7 @@ def write_tar_members(store: Any, members: Iterable[Member], *,
                 member.mtime = epoch
             target.addfile(member, data)
             entries += 1
-    digest, diff_id = sink.finish()
-    try:
-        store.ingest_blob(digest, sink.out, sink.size)
-    finally:
-        sink.out.close()
-    log.info("layer.written", digest=digest, diff_id=diff_id, size=sink.size, entries=entries)
-    return LayerBlob(digest=digest, diff_id=diff_id, size=sink.size, entries=entries)
+    return _store_layer(store, sink, entries)
 
 
 def mount_point_exclusions(changes: Iterable[tuple[str, str]], extra: Iterable[str] = ()) -> set[str]:
