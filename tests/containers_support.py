@@ -45,16 +45,17 @@ def remove_all_containers(cli) -> None:  # noqa: ANN001 - cli(*args) -> Complete
     assert not leftover, f"containers left: {leftover}"
 
 
-def busybox_engine(engine_env, tmp_path_factory, via: str = "local"):  # noqa: ANN001, ANN201 - fixture body
+def busybox_engine(engine_env, tmp_path_factory, via: str = "local", driver: str = "overlay"):  # noqa: ANN001, ANN201 - fixture body
     """The body of an ``engine`` fixture (``yield from busybox_engine(...)``): root required, the
-    overlay driver, ``busybox:latest`` imported, served through a daemon when ``via`` is
-    ``"daemon"`` (daemon_mode.serve); every container removed (and asserted gone) afterwards."""
+    storage ``driver`` (overlay by default), ``busybox:latest`` imported, served through a daemon
+    when ``via`` is ``"daemon"`` (daemon_mode.serve); every container removed (and asserted gone)
+    afterwards."""
     from daemon_mode import serve
 
     from conftest import need_root
 
     need_root()
-    engine_env.env["PYENGINE_STORAGE_DRIVER"] = "overlay"
+    engine_env.env["PYENGINE_STORAGE_DRIVER"] = driver
     served = serve(engine_env, via)
     try:
         engine_env.run("import", str(busybox_rootfs_tar(tmp_path_factory.getbasetemp())), "busybox:latest",

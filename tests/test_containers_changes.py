@@ -13,9 +13,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from containers_support import busybox_rootfs_tar, remove_all_containers
+from containers_support import busybox_engine
 
-from conftest import EngineEnv, need_root
+from conftest import EngineEnv
 
 DRIVERS = ["vfs", "overlay"]
 
@@ -26,12 +26,7 @@ SETUP = ("echo hi > /tmp/new; rm /etc/group; mkdir /root/d; echo inner > /root/d
 @pytest.fixture(params=DRIVERS)
 def engine(request: pytest.FixtureRequest, engine_env: EngineEnv,
            tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
-    need_root()
-    engine_env.env["PYENGINE_STORAGE_DRIVER"] = request.param
-    tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
-    engine_env.run("import", str(tar), "busybox:latest", check=True)
-    yield engine_env
-    remove_all_containers(engine_env.run)
+    yield from busybox_engine(engine_env, tmp_path_factory, driver=request.param)
 
 
 @pytest.fixture
