@@ -49,8 +49,9 @@ def error_response(status: int, message: str) -> web.Response:
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=json.dumps(data).encode(), status=status, content_type="application/json",
-                        headers=headers)
+    # Compact, as dockerd's Go encoder writes it: a `ps` of many containers is ~10% smaller
+    return web.Response(body=json.dumps(data, separators=(",", ":")).encode(), status=status,
+                        content_type="application/json", headers=headers)
 
 
 def no_content() -> web.Response:
