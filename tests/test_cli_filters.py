@@ -8,18 +8,14 @@ import json
 import time
 
 import pytest
-from containers_support import busybox_rootfs_tar, remove_all_containers
+from containers_support import busybox_engine
 
-from conftest import EngineEnv, need_root, need_tool
+from conftest import EngineEnv, need_tool
 
 
 @pytest.fixture
 def engine(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
-    need_root()
-    engine_env.env["PYENGINE_STORAGE_DRIVER"] = "overlay"
-    engine_env.run("import", str(busybox_rootfs_tar(tmp_path_factory.getbasetemp())), "busybox:latest", check=True)
-    yield engine_env
-    remove_all_containers(engine_env.run)
+    yield from busybox_engine(engine_env, tmp_path_factory)
 
 
 def names(engine: EngineEnv, *args: str) -> list[str]:

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from containers_support import busybox_rootfs_tar, remove_all_containers
+from containers_support import busybox_engine, remove_all_containers
 from daemon_support import start_daemon
 
-from conftest import EngineEnv, need_root
+from conftest import EngineEnv
 from pyengine.cli import template
 from pyengine.cli.template import TemplateError, format_rows, render
 
@@ -234,11 +234,7 @@ def test_tabwriter_aligns_column_blocks_as_go_does() -> None:
 # -- end to end: the commands, daemonless and against the docker CLI ------------------------------
 @pytest.fixture
 def engine(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory) -> EngineEnv:
-    need_root()
-    engine_env.env["PYENGINE_STORAGE_DRIVER"] = "overlay"
-    engine_env.run("import", str(busybox_rootfs_tar(tmp_path_factory.getbasetemp())), "busybox:latest", check=True)
-    yield engine_env
-    remove_all_containers(engine_env.run)
+    yield from busybox_engine(engine_env, tmp_path_factory)
 
 
 def test_ps_images_inspect_format_end_to_end(engine: EngineEnv) -> None:
