@@ -2,7 +2,7 @@
 a listing reuses the records whose files did not change and never waits for a container's lock;
 a wait wakes when the container's monitor exits or this process starts a container, not at its
 next poll; the engine's times parse as strptime parses them; a monitor forked while another
-thread holds a flock does not keep that lock.
+thread holds a flock or a connection keeps neither.
 
 Unprivileged: the container store on temp roots, forked processes standing in for monitors.
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 import calendar
 import fcntl
 import os
+import resource
+import socket
 import threading
 import time
 from pathlib import Path
@@ -112,6 +114,32 @@ def test_a_wait_wakes_when_the_monitor_exits(tmp_path: Path) -> None:
         os.waitpid(pid, 0)
 
 
+def test_a_wait_watches_a_monitor_past_descriptor_1024(monkeypatch: pytest.MonkeyPatch) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 2048:
+        pytest.skip(f"the hard descriptor limit {hard} is below 2048")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2048), hard))
+    opened = os.pidfd_open
+
+    def high_pidfd(pid: int) -> int:  # as in a daemon with a thousand connections open
+        fd = opened(pid)
+        high = os.dup2(fd, 1500)
+        os.close(fd)
+        return high
+
+    monkeypatch.setattr(os, "pidfd_open", high_pidfd)
+    pid = fork_sleeper(0.2)
+    try:
+        state = ContainerState(status="running", monitor_pid=pid, monitor_start_time=start_time(pid))
+        watch = engine_module._MonitorWatch()
+        started = time.monotonic()
+        watch.sleep(state, engine_module._start_count, 30)
+        assert time.monotonic() - started < 10 and watch.pidfd is None
+    finally:
+        os.waitpid(pid, 0)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_a_wait_does_not_watch_a_stranger_with_the_monitors_pid(tmp_path: Path) -> None:
     pid = fork_sleeper(30)
     try:
@@ -159,10 +187,11 @@ def test_store_times_parse_as_strptime_parses_them(text: str) -> None:
     assert unix_seconds(text) == whole + (float("0." + frac) if dot and frac.isdigit() else 0.0)
 
 
-def test_a_fork_drops_the_flocks_other_threads_held(tmp_path: Path) -> None:
+def test_a_fork_drops_the_flocks_and_connections_other_threads_held(tmp_path: Path) -> None:
     lock_path = tmp_path / ".lock"
     held = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(held, fcntl.LOCK_EX)  # as another request's thread holds a container's lock
+    ours, peer = socket.socketpair()  # as another client's connection to the daemon
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     pid = os.fork()
@@ -182,10 +211,14 @@ def test_a_fork_drops_the_flocks_other_threads_held(tmp_path: Path) -> None:
             os._exit(code)
     try:
         assert os.read(ready_r, 1) == b"r"
+        ours.close()
+        peer.settimeout(10)
+        assert peer.recv(1) == b""  # EOF at once: the fork kept no copy of our end
         os.close(held)
         os.write(go_w, b"g")
     finally:
         _, status = os.waitpid(pid, 0)
         for fd in (ready_r, ready_w, go_r, go_w):
             os.close(fd)
+        peer.close()
     assert os.waitstatus_to_exitcode(status) == 0

@@ -72,8 +72,10 @@ class _MonitorWatch:
                 return
             self.pidfd, self.pid = pidfd, state.monitor_pid
         if self.pidfd is not None:
-            ready, _, _ = select.select([self.pidfd], [], [], timeout)
-            if ready:  # it exited: the next look sees what it left
+            # poll, not select: a daemon with many connections has descriptors past 1024
+            poller = select.poll()
+            poller.register(self.pidfd, select.POLLIN)
+            if poller.poll(timeout * 1000):  # it exited: the next look sees what it left
                 self.close()
             return
         with _starts:
