@@ -23,7 +23,7 @@ from imagebuild import open_engine
 
 from conftest import EngineEnv
 from pyengine.containers import engine as engine_module
-from pyengine.containers.inspect import unix_seconds
+from pyengine.containers.inspect import summary, unix_seconds
 from pyengine.containers.monitor import _drop_inherited_locks
 from pyengine.containers.store import ContainerRecord, ContainerState, ContainerStore, now_iso
 from pyengine.procfs import start_time
@@ -56,6 +56,26 @@ def test_shared_load_reuses_the_record_until_its_files_change(tmp_path: Path) ->
     store.save_config(renamed)
     assert store.load(record.id, shared=True).name == "renamed"
     assert [r.name for r in store.list(shared=True)] == ["renamed"]
+
+
+def test_summaries_of_shared_records_follow_the_clock_and_the_record(engine_env: EngineEnv) -> None:
+    containers = engine_module.Containers(open_engine(engine_env, "vfs"))
+    store, record = make_store(engine_env.data_root.parent)
+    state = store.load(record.id).state
+    state.status, state.started_at, state.finished_at = "exited", now_iso(), now_iso()
+    store.save_state(record.id, state)
+    shared = store.load(record.id, shared=True)
+    now = unix_seconds(shared.state.finished_at)
+    first = summary(containers, shared, now=now + 2, shared=True)
+    later = summary(containers, shared, now=now + 120, shared=True)
+    assert first["Status"] == "Exited (0) 2 seconds ago" and later["Status"] == "Exited (0) 2 minutes ago"
+    assert {**first, "Status": ""} == {**later, "Status": ""}
+    assert list(first) == list(summary(containers, store.load(record.id), now=now + 2))  # dockerd's key order
+    assert first == summary(containers, store.load(record.id), now=now + 2)
+    renamed = store.load(record.id)
+    renamed.name = "renamed"
+    store.save_config(renamed)
+    assert summary(containers, store.load(record.id, shared=True), now=now, shared=True)["Names"] == ["/renamed"]
 
 
 def test_shared_load_of_a_damaged_record_is_damaged_and_not_kept(tmp_path: Path) -> None:

@@ -271,26 +271,51 @@ def inspect_document(containers: Containers, record: ContainerRecord,
     }
 
 
+#: the clock-free part of the summaries of shared records (``ContainerStore.load(shared=True)``
+#: gives back the same record object while the container's files are unchanged), by id()
+_shared_summaries: dict[int, tuple[ContainerRecord, dict[str, Any]]] = {}
+_SHARED_SUMMARIES_MAX = 4096
+
+
 def summary(containers: Containers, record: ContainerRecord, ports: list[dict[str, Any]] | None = None,
-            size: tuple[int, int] | None = None, now: float | None = None) -> dict[str, Any]:
+            size: tuple[int, int] | None = None, now: float | None = None, shared: bool = False) -> dict[str, Any]:
     """Docker's ``GET /containers/json`` entry for ``record``.
 
     :param ports: published ports (``[{"IP", "PrivatePort", "PublicPort", "Type"}]``)
     :param size: (SizeRw, SizeRootFs) when asked for
+    :param shared: ``record`` is a shared, read-only one: the part of its summary that does not
+        move with the clock is made once (not for a container on networks: its addresses live
+        in the network store); the entry returned shares it, for reading only
     """
-    net = network_settings(containers, record)
-    doc = {
-        "Id": record.id, "Names": ["/" + record.name], "Image": record.image,
-        "ImageID": _image_id(record.image_id), "Command": " ".join(command_line(record)),
-        "Created": int(unix_seconds(record.created)), "Ports": ports if ports is not None else _ports(net),
-        "Labels": dict(record.config.get("Labels") or {}), "State": record.state.status,
-        "Status": status_text(record, now),
-        "HostConfig": {"NetworkMode": record.host_config.get("NetworkMode") or "none"},
-        "NetworkSettings": {"Networks": net["Networks"]}, "Mounts": mounts(containers, record),
-    }
+    from pyengine.containers.networking import joins_networks
+
+    if shared and ports is None and not joins_networks(record.host_config.get("NetworkMode") or "none"):
+        seen = _shared_summaries.get(id(record))
+        if seen is None or seen[0] is not record:
+            if len(_shared_summaries) >= _SHARED_SUMMARIES_MAX:
+                _shared_summaries.clear()
+            seen = (record, _summary_doc(containers, record, None))
+            _shared_summaries[id(record)] = seen
+        doc = {**seen[1], "Status": status_text(record, now)}
+    else:
+        doc = {**_summary_doc(containers, record, ports), "Status": status_text(record, now)}
     if size is not None:
         doc["SizeRw"], doc["SizeRootFs"] = size
     return doc
+
+
+def _summary_doc(containers: Containers, record: ContainerRecord,
+                 ports: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """A summary but for its ``Status`` (the clock's)."""
+    net = network_settings(containers, record)
+    return {
+        "Id": record.id, "Names": ["/" + record.name], "Image": record.image,
+        "ImageID": _image_id(record.image_id), "Command": " ".join(command_line(record)),
+        "Created": int(unix_seconds(record.created)), "Ports": ports if ports is not None else _ports(net),
+        "Labels": dict(record.config.get("Labels") or {}), "State": record.state.status, "Status": "",
+        "HostConfig": {"NetworkMode": record.host_config.get("NetworkMode") or "none"},
+        "NetworkSettings": {"Networks": net["Networks"]}, "Mounts": mounts(containers, record),
+    }
 
 
 def _ports(net: dict[str, Any]) -> list[dict[str, Any]]:

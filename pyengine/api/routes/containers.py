@@ -249,7 +249,7 @@ def _summaries(containers: Any, filters: dict[str, list[str]], all_: bool, limit
             except Exception:  # noqa: BLE001 - an image removed under its container: size unknown
                 base = 0
             sizes = (rw, rw + base)
-        out.append(summary(containers, record, size=sizes))
+        out.append(summary(containers, record, size=sizes, shared=True))  # select's records are shared
     return out
 
 
