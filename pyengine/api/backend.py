@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import selectors
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,6 +38,10 @@ class Backend:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api")
         self.engine: Engine = self._build()
         warm_monitors()
+        self.reaper = MonitorReaper()
+        from pyengine.containers.engine import watch_monitors
+
+        watch_monitors(self.reaper.watch)
 
     def _build(self) -> Engine:
         from pyengine.engine import Engine
@@ -101,3 +108,53 @@ def warm_monitors() -> None:
         from pyengine.log import get_logger
 
         get_logger("pyengine.api").debug("daemon.warm_failed", reason=str(exc))
+
+
+class MonitorReaper:
+    """Reaps the container monitors the daemon forks. A monitor stays the daemon's child until
+    it exits (setsid does not re-parent it); unreaped, each would stay a zombie for the
+    daemon's life, one per container run. One thread waits on their pidfds and reaps each
+    exited monitor by its pid (never another child: a subprocess's status stays its own)."""
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._lock = threading.Lock()
+        self._new: list[int] = []
+        threading.Thread(target=self._run, name="monitor-reaper", daemon=True).start()
+
+    def watch(self, pid: int) -> None:
+        with self._lock:
+            self._new.append(pid)
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:  # the pipe is full of wake-ups already
+            pass
+
+    def _run(self) -> None:
+        while True:
+            for key, _ in self._selector.select():
+                if key.data is None:
+                    self._take_new()
+                    continue
+                self._selector.unregister(key.fd)
+                os.close(key.fd)
+                try:
+                    os.waitpid(key.data, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+    def _take_new(self) -> None:
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        with self._lock:
+            pids, self._new = self._new, []
+        for pid in pids:
+            try:
+                pidfd = os.pidfd_open(pid)  # an exited, unreaped monitor has one too
+            except OSError:
+                continue
+            self._selector.register(pidfd, selectors.EVENT_READ, pid)

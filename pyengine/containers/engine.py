@@ -13,6 +13,7 @@ import select
 import signal as signals
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pyengine.containers.store import DAMAGED, ContainerRecord, ContainerState, ContainerStore, now_iso, pid_alive
@@ -42,6 +43,17 @@ class NotModified(Conflict):
 #: before its client starts the container): a count, and a condition notified when it grows
 _starts = threading.Condition()
 _start_count = 0
+
+
+#: Called with the pid of each monitor this process forks (``watch_monitors``)
+_monitor_watchers: list[Callable[[int], None]] = []
+
+
+def watch_monitors(callback: Callable[[int], None]) -> None:
+    """Have ``callback(pid)`` called for every monitor this process forks from now on: a
+    monitor stays its forker's child until it exits, and a long-lived forker (the daemon)
+    reaps it. A CLI exits first and leaves its monitors to init."""
+    _monitor_watchers.append(callback)
 
 
 def _note_start() -> None:
@@ -190,7 +202,9 @@ class Containers:
         from pyengine.containers.restore import note_boot
 
         note_boot(self.engine.config.run_root)  # so that a restore tells this boot's run root from an earlier one's
-        _, message = spawn_monitor(self, container_id, client, clients=list(clients or []) or None)
+        monitor_pid, message = spawn_monitor(self, container_id, client, clients=list(clients or []) or None)
+        for watcher in _monitor_watchers:
+            watcher(monitor_pid)
         _note_start()  # the monitor saved its state (running, its pid) before it answered
         kind, _, rest = message.partition(" ")
         if kind != "ok":

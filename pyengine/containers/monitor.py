@@ -422,27 +422,44 @@ class Monitor:
 
 
 def _drop_inherited_locks(keep: set[int]) -> None:
-    """In a fresh fork: close each descriptor through which another thread of the parent held
-    a flock at the fork (the daemon forks monitors while other requests hold container and
-    store locks). A flock belongs to the open file, so the fork's copy would hold the lock for
-    the monitor's life, and the monitor, taking that lock itself, would wait for itself
-    forever. The forking thread holds none of them: ``Containers.start`` forks outside its
-    locks. /proc/self/fdinfo lists a descriptor's own locks."""
+    """In a fresh fork: let go of what other threads of the parent held at the fork (the
+    daemon forks monitors while other requests run). A flock belongs to the open file, so the
+    fork's copy of a locked descriptor would hold the lock for the monitor's life, and the
+    monitor, taking that lock itself, would wait for itself forever; a copy of a socket or a
+    pipe (another client's connection, another container's attach, an exec's output) would
+    keep its other end from seeing EOF. Each such descriptor is pointed at /dev/null instead
+    of closed, so that its number is not reused while a stale object of the parent might still
+    close it. The forking thread holds no lock of its own here (``Containers.start`` forks
+    outside its locks); /proc/self/fdinfo lists a descriptor's own locks."""
+    import stat
+
     try:
         names = os.listdir("/proc/self/fd")
     except OSError:
         return
-    for name in names:
-        fd = int(name)
-        if fd <= 2 or fd in keep:
-            continue
-        try:
-            with open(f"/proc/self/fdinfo/{fd}", "rb") as info:
-                text = info.read()
-        except OSError:  # the listing's own descriptor, closed already
-            continue
-        if b"FLOCK" in text or b"OFDLCK" in text:
-            os.close(fd)
+    devnull = -1
+    try:
+        for name in names:
+            fd = int(name)
+            if fd <= 2 or fd in keep:
+                continue
+            try:
+                mode = os.fstat(fd).st_mode
+                if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode):
+                    held = True
+                else:
+                    with open(f"/proc/self/fdinfo/{fd}", "rb") as info:
+                        text = info.read()
+                    held = b"FLOCK" in text or b"OFDLCK" in text
+            except OSError:  # the listing's own descriptor, closed already
+                continue
+            if held:
+                if devnull < 0:
+                    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                os.dup2(devnull, fd, inheritable=False)
+    finally:
+        if devnull >= 0:
+            os.close(devnull)
 
 
 def _start_time(pid: int) -> int:
