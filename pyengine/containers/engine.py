@@ -579,7 +579,7 @@ class Containers:
         if not anonymous:
             return
         in_use = {n for other in self.store.list() for n in volumes_used(other.host_config)}
-        store = VolumeStore(self.engine.config.data_root)
+        store = VolumeStore(self.engine.config.data_root, events_root=self.engine.config.run_root)
         for name in anonymous:
             if name in in_use:
                 continue
