@@ -45,6 +45,10 @@ def preload() -> None:
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             if ".testing" in info.name or info.name.endswith("__main__") or info.name.startswith("pyengine.forkserver"):
                 continue
+            if info.name.startswith("pyengine.api.") and info.name != "pyengine.api.server":
+                # The daemon never runs in a fork (IN_PROCESS_ONLY); its routes and aiohttp would
+                # be ~8 MB of every fork server's memory for nothing. `info` reads api.server.
+                continue
             try:
                 importlib.import_module(info.name)
             except Exception:  # noqa: BLE001 - an optional dependency missing: the fork imports it, or fails as in-process
