@@ -220,7 +220,7 @@ class LocalImages:
     def list(self, filters: dict[str, list[str]] | None = None, all_: bool = False) -> list[dict[str, Any]]:
         from pyengine.images.verbs import list_images
 
-        return list_images(self.store, filters)
+        return list_images(self.store, filters, all_=all_)
 
     def inspect(self, ref: str) -> dict[str, Any]:
         from pyengine.images import verbs
