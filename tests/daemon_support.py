@@ -105,3 +105,23 @@ def start_daemon(engine_env, *args: str, socket_path: Path | None = None,  # noq
                                    env=full, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     wait_for_socket(socket_path, process, log_path)
     return Daemon(process, socket_path, full, docker_config, log_path, list(args))
+
+
+def busybox_daemon(engine_env, tmp_path_factory, *, assert_none_left: bool = True):  # noqa: ANN001, ANN201
+    """The body of a ``daemon`` fixture: busybox:latest imported, a daemon started on the
+    engine's roots; at the end every container force-removed and the daemon stopped (exit 0)."""
+    from containers_support import busybox_rootfs_tar
+
+    from conftest import need_root
+
+    need_root()
+    tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
+    engine_env.run("import", str(tar), "busybox:latest", check=True)
+    d = start_daemon(engine_env)
+    yield d
+    ids = d.docker("ps", "-aq").stdout.split()
+    if ids:
+        d.docker("rm", "-f", *ids)
+    if assert_none_left:
+        assert not d.docker("ps", "-aq").stdout.split(), "containers left"
+    assert d.stop() == 0

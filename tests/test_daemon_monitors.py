@@ -7,25 +7,16 @@ import time
 from pathlib import Path
 
 import pytest
-from containers_support import busybox_rootfs_tar
-from daemon_support import start_daemon
+from daemon_support import busybox_daemon
 
-from conftest import EngineEnv, need_root
+from conftest import EngineEnv
 
 pytestmark = [pytest.mark.root]
 
 
 @pytest.fixture
 def daemon(engine_env: EngineEnv, tmp_path_factory: pytest.TempPathFactory):
-    need_root()
-    tar = busybox_rootfs_tar(tmp_path_factory.getbasetemp())
-    engine_env.run("import", str(tar), "busybox:latest", check=True)
-    d = start_daemon(engine_env)
-    yield d
-    ids = d.docker("ps", "-aq").stdout.split()
-    if ids:
-        d.docker("rm", "-f", *ids)
-    assert d.stop() == 0
+    yield from busybox_daemon(engine_env, tmp_path_factory, assert_none_left=False)
 
 
 def children_states(pid: int) -> dict[int, str]:
