@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -228,3 +229,37 @@ def test_docker_run_t_starts_with_the_clients_window_size(engine_env: EngineEnv,
         assert (code, lines) == (0, ["/dev/pts/0", "41 93"]), daemon.log()[-3000:]
     finally:
         assert daemon.stop() == 0
+
+
+def test_run_t_ends_cleanly_while_the_terminal_is_being_resized(engine: EngineEnv) -> None:
+    """Window sizes the client sends while the container ends (its pty gone, its exit not yet
+    recorded) are dropped: the monitor records the exit and --rm removes the container."""
+    for _ in range(8):
+        master, slave = os.openpty()
+        client = subprocess.Popen([sys.executable, "-m", "pyengine", "run", "--rm", "-t", "busybox", "sh", "-c",
+                                   "echo up; exit 3"], env=engine.env, stdin=slave, stdout=slave, stderr=slave,
+                                  start_new_session=True)
+        os.close(slave)
+        output, rows = b"", 20
+        try:
+            deadline = time.monotonic() + 60
+            while client.poll() is None and time.monotonic() < deadline:
+                rows = 20 if rows == 21 else 21
+                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, 80, 0, 0))
+                try:  # what the kernel sends a terminal's foreground group when its size changes
+                    os.kill(client.pid, signal.SIGWINCH)
+                except ProcessLookupError:
+                    break
+                if select.select([master], [], [], 0.002)[0]:
+                    try:
+                        output += os.read(master, 65536)
+                    except OSError:
+                        pass
+            code = client.wait(timeout=30)
+        finally:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+            os.close(master)
+        assert (code, b"up" in output) == (3, True), output
+    assert engine.run("ps", "-aq", check=True).stdout.split() == []

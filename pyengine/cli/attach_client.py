@@ -44,7 +44,10 @@ def relay(sock: socket.socket, containers: Any, record: Any, interactive: bool, 
             cols, rows = os.get_terminal_size(sys.stdout.fileno())
         except OSError:
             return
-        attach.send_frame(sock, attach.RESIZE, struct.pack(">HH", rows, cols))
+        try:
+            attach.send_frame(sock, attach.RESIZE, struct.pack(">HH", rows, cols))
+        except OSError:  # the monitor has gone (the exit frame is on its way or read): no matter
+            pass
 
     def proxy(signum: int, _frame: Any) -> None:
         from pyengine.errors import NotFound

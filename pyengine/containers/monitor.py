@@ -78,7 +78,9 @@ class Monitor:
         try:
             code = self._run()
         except BaseException as exc:  # the monitor must record what happened, whatever it was
-            log.error("monitor.failed", container=self.id, reason=repr(exc))
+            import traceback
+
+            log.error("monitor.failed", container=self.id, reason=repr(exc), traceback=traceback.format_exc())
             self._notify_ready(f"error 125 {exc}")
             code = 125
         finally:
@@ -232,8 +234,7 @@ class Monitor:
                     except OSError:  # EIO from a pty whose slave side is gone
                         data = b""
                     if not data:
-                        self.selector.unregister(key.fd)
-                        os.close(key.fd)
+                        self._close_output(key.fd)
                         outputs -= 1
                         continue
                     self.log.write(stream, data)
@@ -250,14 +251,24 @@ class Monitor:
                 if not any(k.data[0] == "out" for k, _ in ready):
                     for key in list(self.selector.get_map().values()):
                         if key.data[0] == "out":
-                            self.selector.unregister(key.fd)
-                            os.close(key.fd)
+                            self._close_output(key.fd)
                     outputs = 0
         self.log.flush()
         if self.stdin_w is not None and self.stdin_w != self.tty_master:
             os.close(self.stdin_w)
         self.stdin_w = self.tty_master = None
         return self.process.wait()
+
+    def _close_output(self, fd: int) -> None:
+        """Stop reading an output that ended. When it is the pty master, input and window
+        sizes that clients still send have nowhere to go now: forget the descriptor, so that
+        they are dropped instead of reaching a closed (or reused) descriptor."""
+        self.selector.unregister(fd)
+        os.close(fd)
+        if fd == self.tty_master:
+            if self.stdin_w == fd:
+                self.stdin_w = None
+            self.tty_master = None
 
     def _exec_shim(self, program: str, started: float, delay: float, health: HealthSchedule | None = None) -> None:
         """Become pyengine-shim (same pid: the container stays our child), handing it the
@@ -348,7 +359,10 @@ class Monitor:
                     pass
             elif stream == attach.STDIN_EOF and self.stdin_w is not None:
                 if self.stdin_w == self.tty_master:
-                    os.write(self.stdin_w, b"\x04")
+                    try:
+                        os.write(self.stdin_w, b"\x04")
+                    except OSError:  # EIO: the terminal's container side is gone
+                        pass
                 else:
                     os.close(self.stdin_w)
                     self.stdin_w = None
@@ -358,7 +372,10 @@ class Monitor:
                 import termios
 
                 rows, cols = struct.unpack(">HH", payload)
-                fcntl.ioctl(self.tty_master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+                try:
+                    fcntl.ioctl(self.tty_master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+                except OSError:
+                    pass
 
     def _broadcast(self, stream: int, data: bytes) -> None:
         for conn in list(self.clients):

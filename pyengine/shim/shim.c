@@ -436,8 +436,11 @@ static int number(const char *flag, const char *text) {
 static void close_stream(struct stream *s) {
     if (s->fd >= 0)
         close(s->fd);
-    if (s->fd == tty_fd)
+    if (s->fd == tty_fd) { /* the terminal is gone: its input side with it */
+        if (stdin_fd == tty_fd)
+            stdin_fd = -1;
         tty_fd = -1;
+    }
     s->fd = -1;
 }
 
