@@ -270,3 +270,23 @@ def test_two_installations_are_each_served(engine_env: EngineEnv, tmp_path: Path
             for leftover in (".lock", ".log"):
                 Path(sock + leftover).unlink(missing_ok=True)
     assert not any(Path(sock).exists() or Path(pid_file(sock)).exists() for sock in socks)
+
+
+def test_served_commands_see_the_plugins_an_in_process_command_sees(fork: EngineEnv) -> None:
+    """A fork's engine takes the plugin host the server built in advance only when no plugin is
+    disabled: served and in-process commands list the same plugins, disabled ones included."""
+    def plugins(**env: str) -> dict:
+        result = fork.run("plugins", "--json", env=env, check=True)
+        return {p["name"]: (p["state"], p["drivers"]) for p in json.loads(result.stdout)}
+
+    _start(fork)
+    in_process = plugins(PYENGINE_FORK_SERVER="0")
+    assert plugins() == in_process and in_process["vfs"][0] == "ok"
+    disabled = plugins(PYENGINE_DISABLE_PLUGINS="vfs")
+    assert disabled == plugins(PYENGINE_DISABLE_PLUGINS="vfs", PYENGINE_FORK_SERVER="0")
+    assert disabled["vfs"] == ("disabled", [])
+    fork.write_config('[plugins]\ndisabled = ["vfs"]\n')
+    assert plugins()["vfs"] == ("disabled", [])
+    fork.write_config("")
+    assert plugins() == in_process, "a later command still gets every plugin"
+    assert _served(fork)["served"]

@@ -65,8 +65,9 @@ def warm_engine() -> None:
     lazy first-use work (third-party plugin imports, pluggy's and inspect's caches) is done
     here once instead of in every fork: ~3 ms of each command; compile the default seccomp
     filter; and make the sealed memfd copy of pyengine-shim that ``--init`` containers run
-    (every fork inherits the descriptor). Nothing of it is kept but what the imports left, that
-    filter and that copy; a config that does not load is simply not warmed."""
+    (every fork inherits the descriptor); and build the plugin host that the first engine of
+    each fork takes (``pyengine.engine.prebuild_plugin_host``). Nothing else of it is kept but
+    what the imports left; a config that does not load is simply not warmed."""
     import shutil
     import tempfile
 
@@ -87,6 +88,10 @@ def warm_engine() -> None:
         from pyengine.runtime.launch import init_program
 
         init_program()
+        # last: the scratch engine above must not take it
+        from pyengine.engine import prebuild_plugin_host
+
+        prebuild_plugin_host()
     except Exception:  # noqa: BLE001 - only an optimisation: the command will say what is wrong
         pass
     finally:

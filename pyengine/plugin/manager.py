@@ -74,6 +74,7 @@ class PluginHost:
         self.disabled_source = disabled_source
         self.records: dict[str, PluginRecord] = {}
         self._specs: dict[str, list[DriverSpec]] | None = None
+        self.load_ms = 0.0
 
     # -- loading ---------------------------------------------------------------------------
     def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint | PluginEntry] | None = None,
@@ -108,9 +109,14 @@ class PluginHost:
                 continue
             self.register(plugin, ep.name, record)
         self._check_pending()
+        self.load_ms = round((time.monotonic() - started) * 1000, 1)
+        self.log_loaded()
+
+    def log_loaded(self, **extra: Any) -> None:
+        """The ``plugins.loaded`` debug event (again, for a host built in advance)."""
         log.debug("plugins.loaded", plugins=sorted(self.records),
                   failed=sorted(n for n, r in self.records.items() if r.state.startswith("error")),
-                  disabled=sorted(self.disabled), ms=round((time.monotonic() - started) * 1000, 1))
+                  disabled=sorted(self.disabled), ms=self.load_ms, **extra)
 
     def register(self, plugin: ModuleType | object, name: str, record: PluginRecord | None = None) -> None:
         """Register a plugin object directly (tests, and plugins that add plugins)."""
