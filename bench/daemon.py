@@ -143,6 +143,28 @@ def ensure_dockerd() -> str | None:
     return shutil.which("dockerd")
 
 
+def start_dockerd(work: Path, exec_root: Path, parent: str) -> Daemon | None:
+    """dockerd on ``work/dockerd.sock`` with its own roots under ``work`` and ``exec_root``, no
+    bridge and no iptables, its containers' cgroups under ``parent``/dockerd; None without
+    dockerd. The caller stops it (``stop``) and unmounts ``exec_root``."""
+    dockerd = ensure_dockerd()
+    if not dockerd:
+        return None
+    dsock = work / "dockerd.sock"
+    (work / "daemon.json").write_text("{}")
+    dlog = open(work / "dockerd.log", "wb")
+    dprocess = subprocess.Popen(
+        [dockerd, "--data-root", str(work / "docker-data"), "--exec-root", str(exec_root),
+         "--pidfile", str(work / "dockerd.pid"), "-H", f"unix://{dsock}", "--bridge=none",
+         "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
+         "--storage-driver", "overlay2", "--exec-opt", "native.cgroupdriver=cgroupfs",
+         "--cgroup-parent", parent + "/dockerd", "--default-ulimit", "nofile=20000:20000",
+         "--default-ulimit", "nproc=32768:32768", "--config-file", str(work / "daemon.json")],
+        stdout=dlog, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(work)})
+    wait_for_socket(dsock, dprocess, "dockerd")
+    return Daemon("dockerd", dsock, dprocess, [])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
@@ -172,21 +194,8 @@ def main() -> None:
         wait_for_socket(sock, process, "pyengine daemon")
         daemons.append(Daemon("pyengine", sock, process, []))
 
-        dockerd = ensure_dockerd()
-        if dockerd:
-            dsock = work / "dockerd.sock"
-            (work / "daemon.json").write_text("{}")
-            dlog = open(work / "dockerd.log", "wb")
-            dprocess = subprocess.Popen(
-                [dockerd, "--data-root", str(work / "docker-data"), "--exec-root", str(exec_root),
-                 "--pidfile", str(work / "dockerd.pid"), "-H", f"unix://{dsock}", "--bridge=none",
-                 "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false",
-                 "--storage-driver", "overlay2", "--exec-opt", "native.cgroupdriver=cgroupfs",
-                 "--cgroup-parent", parent + "/dockerd", "--default-ulimit", "nofile=20000:20000",
-                 "--default-ulimit", "nproc=32768:32768", "--config-file", str(work / "daemon.json")],
-                stdout=dlog, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(work)})
-            wait_for_socket(dsock, dprocess, "dockerd")
-            docker = Daemon("dockerd", dsock, dprocess, [])
+        docker = start_dockerd(work, exec_root, parent)
+        if docker:
             daemons.append(docker)
             docker.docker("import", str(tar), "busybox:latest")
         else:

@@ -92,6 +92,13 @@ _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _KNOWN_DIRECTIVES = ("escape", "syntax", "check")
 _HEREDOC = re.compile(r"^(\d*)<<(-?)([^<]*)$")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_.-]*$")
+# Compiled here, not at first use: the fork server imports this module, so each served build
+# starts with them compiled (re's own cache would be empty in every fork).
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_RAM_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?")
+_SPACES = re.compile(r"\s+")
+_SPACE = re.compile(r"\s")
+_ONBUILD_PREFIX = re.compile(r"(?i)^\s*ONBUILD\s*")
 _RESERVED_STAGE_NAMES = ("context", "scratch")
 _HEREDOC_KEYWORDS = ("RUN", "COPY", "ADD")
 
@@ -291,7 +298,7 @@ def _go_duration(text: str) -> int:
         body = body[1:]
     if body == "0":
         return 0
-    parts = re.findall(r"(\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h)", body)
+    parts = _DURATION_PART.findall(body)
     if not body or "".join(n + u for n, u in parts) != body:
         raise _ParseError(f'time: invalid duration "{text}"')
     total = sum(float(n) * units[u] for n, u in parts)
@@ -300,7 +307,7 @@ def _go_duration(text: str) -> int:
 
 def _ram_bytes(text: str) -> int:
     """docker/go-units RAMInBytes: ``64m``, ``1.5g``, ``512kb``, ``1024``."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?", text.strip().lower())
+    match = _RAM_SIZE.fullmatch(text.strip().lower())
     if not match:
         raise _ParseError(f"invalid size: '{text}'")
     power = " kmgtp".index(match.group(2) or " ")
@@ -414,7 +421,7 @@ def _pairs(keyword: str, rest: str, escape: str) -> list[tuple[str, str]]:
     if not words:
         raise _ParseError(f"{keyword} requires at least one argument")
     if "=" not in words[0]:
-        parts = re.split(r"\s+", rest, maxsplit=1)
+        parts = _SPACES.split(rest, maxsplit=1)
         if len(parts) < 2:
             raise _ParseError(f"{keyword} must have two arguments")
         pairs = [(parts[0], parts[1])]
@@ -660,7 +667,7 @@ def _build_onbuild(line: _Line) -> Onbuild:
         raise _ParseError("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
     if trigger in ("FROM", "MAINTAINER"):
         raise _ParseError(f"{trigger} isn't allowed as an ONBUILD trigger")
-    expression = re.sub(r"(?i)^\s*ONBUILD\s*", "", line.original)
+    expression = _ONBUILD_PREFIX.sub("", line.original)
     inner = _instruction(_split_line(expression, line.line, line.escape))
     return Onbuild(line.line, line.original, expression=expression, inner=inner)
 
@@ -677,7 +684,7 @@ _BUILDERS: dict[str, Callable[[_Line], Instruction]] = {
 
 def _split_line(text: str, line: int, escape: str) -> _Line:
     text = text.strip()
-    keyword = re.split(r"\s", text, maxsplit=1)[0]
+    keyword = _SPACE.split(text, maxsplit=1)[0]
     rest = text[len(keyword):]
     upper = keyword.upper()
     if upper not in _BUILDERS:

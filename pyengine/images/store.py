@@ -723,8 +723,9 @@ class ImageStore:
             if ref.digest:
                 raise UsageError(f"refusing to create a tag with a digest reference: {target}")
             tags = self.tags()
-            tags[str(ref)] = image.manifest_digest
-            self._write_tags(tags)
+            if tags.get(str(ref)) != image.manifest_digest:  # a re-tag changes nothing: no write, no fsync
+                tags[str(ref)] = image.manifest_digest
+                self._write_tags(tags)
             self.record_event("tag", image.id, ref.familiar())
             return ref
 
