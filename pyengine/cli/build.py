@@ -13,6 +13,7 @@ import os
 import posixpath
 import sys
 import tarfile
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -272,6 +273,18 @@ class _Printer:
         out.flush()
 
 
+def _view(quiet: bool, progress: str, remote: bool) -> tuple[Callable[[str, Any], None], Callable[[bool], None]]:
+    """The build's ``on_event`` callback and what ends it (told whether the build failed): the
+    live view on stderr (``--progress tty``, or auto with stderr a terminal), else the lines."""
+    if not quiet and (progress == "tty" or (progress == "auto" and sys.stderr.isatty())):
+        from pyengine.cli.build_view import BuildView
+
+        view = BuildView(legacy_stream=remote)
+        return view, lambda failed: view.close(failed)
+    printer = _Printer(quiet, progress)
+    return printer, lambda failed: printer.progress.stop()
+
+
 @click.command("build")
 @click.option("-t", "--tag", "tags", multiple=True, metavar="NAME[:TAG]", help="Name and tag the image.")
 @click.option("-f", "--file", "dockerfile", metavar="FILE", help="The Dockerfile [CONTEXT/Dockerfile]; - for stdin.")
@@ -285,8 +298,9 @@ class _Printer:
 @click.option("--network", default="", metavar="MODE", help="RUN's network: none, host, bridge or a network name.")
 @click.option("--secret", "secrets", multiple=True, metavar="id=ID,src=PATH", help="A secret for RUN mounts.")
 @click.option("--add-host", "add_hosts", multiple=True, metavar="HOST:IP", help="Add a line to RUN's /etc/hosts.")
-@click.option("--progress", type=click.Choice(["auto", "plain", "tty"]), default="auto",
-              help="A base image's pull: live rows on a terminal (auto), always (tty) or plain lines.")
+@click.option("--progress", type=click.Choice(["auto", "plain", "tty", "quiet"]), default="auto",
+              help="tty: a live view of the steps on stderr; plain: the legacy builder's lines; quiet: "
+                   "the image ID only (-q); auto: tty when stderr is a terminal, else plain.")
 @click.option("--output", "output", metavar="type=oci|docker,dest=PATH", help="Also write the image as an archive.")
 @click.option("--rm/--no-rm", "remove", default=True, help="Remove intermediate containers (always done).")
 @click.option("--force-rm", is_flag=True, help="Remove intermediate containers even after a failure (always done).")
@@ -319,12 +333,15 @@ def build(state: CliState, tags: tuple[str, ...], dockerfile: str | None, build_
         raise UsageError("the context and the Dockerfile cannot both come from stdin")
     dockerfile_text = sys.stdin.read() if dockerfile == "-" else None
     source: Any = sys.stdin.buffer if context == "-" else context
-    printer = _Printer(quiet, progress)
+    quiet = quiet or progress == "quiet"
+    on_event, close = _view(quiet, progress, state.remote)
+    failed = True
     try:
         image_id = images.build(source, options, dockerfile=None if dockerfile == "-" else dockerfile,
-                                dockerfile_text=dockerfile_text, quiet=quiet, on_event=printer)
+                                dockerfile_text=dockerfile_text, quiet=quiet, on_event=on_event)
+        failed = False
     finally:
-        printer.progress.stop()
+        close(failed)
     if quiet:
         click.echo(image_id)
     if iidfile:
