@@ -92,9 +92,11 @@ class LocalContainers:
              limit: int | None = None) -> list[dict[str, Any]]:
         from pyengine.containers import filters as container_filters
         from pyengine.containers.inspect import summary
+        from pyengine.network.store import read_snapshot
 
-        records = container_filters.select(self.containers, filters, all_=all_, limit=limit)
-        return [summary(self.containers, record) for record in records]
+        with read_snapshot():  # each summary reads the networks: read them once
+            records = container_filters.select(self.containers, filters, all_=all_, limit=limit)
+            return [summary(self.containers, record) for record in records]
 
     def inspect(self, ref: str) -> dict[str, Any]:
         return self.containers.inspect(ref)

@@ -158,8 +158,33 @@ class ContainerStore:
         if not name or name[0] not in _NAME_CHARS - set("_.-") or not set(name) <= _NAME_CHARS:
             raise UsageError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
 
+    def names(self) -> dict[str, str]:
+        """name -> id of every container, from each one's config record alone (a third of what
+        ``list`` reads, and no record built): what the name checks of ``create`` need."""
+        out: dict[str, str] = {}
+        try:
+            entries = os.listdir(self._root)
+        except (FileNotFoundError, NotADirectoryError):
+            return out
+        for entry in entries:
+            if entry.startswith("."):
+                continue
+            raw = _read_if_there(os.path.join(self._root, entry, "config.json"))
+            try:
+                name = json.loads(raw)["name"] if isinstance(raw, bytes) else None
+            except (ValueError, KeyError, TypeError):
+                name = None
+            if not isinstance(name, str):  # unreadable or damaged: the name the full load gives
+                try:
+                    name = self.load(entry).name
+                except NotFound:
+                    continue
+            if name:
+                out[name] = entry
+        return out
+
     def generate_name(self) -> str:
-        taken = {r.name for r in self.list()}
+        taken = self.names()
         for _ in range(100):
             a, b = os.urandom(2)
             name = f"{_ADJ[a % len(_ADJ)]}_{_NOUN[b % len(_NOUN)]}"
@@ -169,11 +194,11 @@ class ContainerStore:
 
     def add(self, record: ContainerRecord) -> None:
         """Persist a new container; the name must be free (call under ``lock``)."""
-        for other in self.list():
-            if other.name == record.name:
-                raise Conflict(f"Conflict. The container name \"/{record.name}\" is already in use by container "
-                               f"\"{other.id}\". You have to remove (or rename) that container to be able to reuse "
-                               "that name.")
+        other = self.names().get(record.name)
+        if other is not None:
+            raise Conflict(f"Conflict. The container name \"/{record.name}\" is already in use by container "
+                           f"\"{other}\". You have to remove (or rename) that container to be able to reuse "
+                           "that name.")
         path = self.dir(record.id)
         make_dirs(path.parent)
         # Both records are written in a temp directory renamed into place: a container

@@ -238,18 +238,20 @@ def _summaries(containers: Any, filters: dict[str, list[str]], all_: bool, limit
                size: bool) -> list[dict[str, Any]]:
     from pyengine.containers.filters import select
     from pyengine.containers.inspect import summary
+    from pyengine.network.store import read_snapshot
 
     out = []
-    for record in select(containers, filters, all_=all_, limit=limit):
-        sizes = None
-        if size:
-            rw = containers.size_rw(record)
-            try:
-                base = containers.engine.images.resolve_image(record.image_id).size
-            except Exception:  # noqa: BLE001 - an image removed under its container: size unknown
-                base = 0
-            sizes = (rw, rw + base)
-        out.append(summary(containers, record, size=sizes, shared=True))  # select's records are shared
+    with read_snapshot():  # each summary reads the networks: read them once
+        for record in select(containers, filters, all_=all_, limit=limit):
+            sizes = None
+            if size:
+                rw = containers.size_rw(record)
+                try:
+                    base = containers.engine.images.resolve_image(record.image_id).size
+                except Exception:  # noqa: BLE001 - an image removed under its container: size unknown
+                    base = 0
+                sizes = (rw, rw + base)
+            out.append(summary(containers, record, size=sizes, shared=True))  # select's records are shared
     return out
 
 
