@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -15,6 +16,14 @@ from pyengine.fsutil import PRIVATE_MODE, make_dirs, secure_root
 from pyengine.log import get_logger
 
 log = get_logger("pyengine.storage.vfs")
+
+
+@functools.cache
+def _dies_with_parent() -> tuple[str, ...]:
+    """A prefix that makes a helper command get SIGKILL when the engine dies (util-linux's
+    setpriv, essential on Debian; without it the helper runs bare)."""
+    setpriv = shutil.which("setpriv")
+    return (setpriv, "--pdeathsig", "KILL", "--") if setpriv else ()
 
 
 class VfsDriver:
@@ -61,8 +70,10 @@ class VfsDriver:
             if not source.is_dir():
                 raise NotFound(f"parent layer {parent} does not exist")
             # cp keeps ownership, modes, xattrs, hard links, device nodes and sparse files,
-            # and reflinks where the filesystem can; shutil.copytree does none of these.
-            result = subprocess.run(["cp", "-a", "--reflink=auto", "--", str(source), str(tmp)],
+            # and reflinks where the filesystem can; shutil.copytree does none of these. It dies
+            # with this process: a cp that outlived a killed engine would go on writing into the
+            # temp entry after the store's lock was released, under a `system check --repair`.
+            result = subprocess.run([*_dies_with_parent(), "cp", "-a", "--reflink=auto", "--", str(source), str(tmp)],
                                     capture_output=True, text=True)
             if result.returncode != 0:
                 shutil.rmtree(tmp, ignore_errors=True)
