@@ -17,6 +17,10 @@ class StorageDriver(Protocol):
     """What every storage driver implements. Ids are opaque strings chosen by the core."""
 
     name: str
+    # Optional: ``independent_layers = True`` says that filling a layer (``apply_diff``) does not
+    # need its parent's tree to be complete, only to exist (overlay's diff directories). A pull
+    # or load then applies its new layers concurrently, after creating them all in order. Leave
+    # it out when ``create`` copies or snapshots the parent (vfs, devicemapper).
 
     def create(self, layer_id: str, parent: str | None) -> None:
         """Create a read-only layer ``layer_id`` whose tree starts as ``parent``'s tree."""

@@ -10,6 +10,7 @@ SIGKILL at any point never leaves a tag pointing at something missing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -360,6 +361,31 @@ class ImageStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
+    def adopt_blob(self, digest: str, path: Path) -> Path:
+        """Move ``path``, a file the caller has hashed to ``digest`` and fsynced (a finished
+        download), into the blob store: no second pass over the data. A file on another
+        filesystem is copied and hashed again by ``ingest_blob``."""
+        target = self.blob_path(digest)
+        if target.is_file():
+            path.unlink(missing_ok=True)
+            return target
+        try:
+            self._ensure_dirs()
+            with _no_space(self.blob_dir):
+                os.rename(path, target)
+                _fsync_dir(self.blob_dir)
+        except OSError as exc:
+            if NoSpace.is_full(exc):
+                raise NoSpace(self.data_root) from None
+            if exc.errno != errno.EXDEV:
+                raise
+            with open(path, "rb") as f:
+                target = self.ingest_blob(digest, f)
+            path.unlink(missing_ok=True)
+            return target
+        self.new_blobs.add(digest)
+        return target
+
     def ingest_bytes(self, data: bytes, expected_digest: str | None = None) -> str:
         import io
 
@@ -659,12 +685,15 @@ class ImageStore:
 
     def _apply_layers(self, layers: list[dict[str, Any]], diff_ids: list[str], chains: list[str],
                       on_layer: Callable[[str, str], None] | None = None) -> list[int]:
-        from pyengine.layers.extract import open_layer
-
         storage = self.storage
         records = self.layer_records()
         created: list[str] = []
-        sizes: list[int] = []
+        sizes: list[int | None] = []
+        # A driver whose layer holds only its own changes (overlay's diff directory) can fill
+        # every new layer at once once they all exist; one whose layer starts as a copy or
+        # snapshot of its parent (vfs, devicemapper) must have the parent whole first.
+        independent = bool(getattr(storage, "independent_layers", False))
+        pending: list[tuple[int, dict[str, Any], str, str, str | None]] = []
         try:
             for i, (layer, diff_id, chain) in enumerate(zip(layers, diff_ids, chains, strict=True)):
                 layer_id = chain[len("sha256:"):]
@@ -681,30 +710,67 @@ class ImageStore:
                         above_id = above[len("sha256:"):]
                         if above not in records and storage.exists(above_id):
                             storage.remove(above_id)
-                started = time.monotonic()
-                if on_layer is not None:
-                    on_layer(layer["digest"], "Extracting")
                 storage.create(layer_id, parent)
                 created.append(layer_id)
-                # Unbuffered, so a decompressor that hands the fd to a subprocess sees the true offset.
-                with open(self.blob_path(layer["digest"]), "rb", buffering=0) as blob:
-                    reader = HashingReader(open_layer(blob, max_size=self.max_layer_size, name=layer["digest"]))
-                    storage.apply_diff(layer_id, parent, reader)
-                    reader.drain()
-                if reader.digest != diff_id:
-                    raise InvalidArchive(f"layer {layer['digest']} has diff ID {reader.digest}, "
-                                         f"the image config says {diff_id}")
-                sizes.append(reader.size)
-                if on_layer is not None:
-                    on_layer(layer["digest"], "Pull complete")
-                log.info("layer.applied", chain_id=chain, digest=layer["digest"], size=reader.size,
-                         ms=round((time.monotonic() - started) * 1000))
+                sizes.append(None)
+                if independent:
+                    pending.append((i, layer, diff_id, layer_id, parent))
+                else:
+                    sizes[i] = self._fill_layer(layer, diff_id, layer_id, parent, on_layer)
+            if pending:
+                self._fill_layers_at_once(pending, sizes, on_layer)
         except BaseException:
             for layer_id in reversed(created):
                 with contextlib.suppress(Exception):
                     storage.remove(layer_id)
             raise
-        return sizes
+        return [size for size in sizes if size is not None]  # every slot is filled by now
+
+    def _fill_layers_at_once(self, pending: list[tuple[int, dict[str, Any], str, str, str | None]],
+                             sizes: list[int | None], on_layer: Callable[[str, str], None] | None) -> None:
+        """Apply independent layers' diffs in threads: extraction is mostly system calls (the
+        GIL is free meanwhile) and decompression runs in its own process, so two layers on two
+        cores take about the time of one. Every thread finishes before the first error is raised."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if len(pending) == 1:
+            i, layer, diff_id, layer_id, parent = pending[0]
+            sizes[i] = self._fill_layer(layer, diff_id, layer_id, parent, on_layer)
+            return
+        workers = min(len(pending), os.cpu_count() or 1, 4)
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer") as pool:
+            futures = [(i, pool.submit(self._fill_layer, layer, diff_id, layer_id, parent, on_layer))
+                       for i, layer, diff_id, layer_id, parent in pending]
+            for i, future in futures:
+                try:
+                    sizes[i] = future.result()
+                except BaseException as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def _fill_layer(self, layer: dict[str, Any], diff_id: str, layer_id: str, parent: str | None,
+                    on_layer: Callable[[str, str], None] | None) -> int:
+        """Apply one layer blob's diff to the driver's new layer, checking its diff ID."""
+        from pyengine.layers.extract import open_layer
+
+        started = time.monotonic()
+        if on_layer is not None:
+            on_layer(layer["digest"], "Extracting")
+        # Unbuffered, so a decompressor that hands the fd to a subprocess sees the true offset.
+        with open(self.blob_path(layer["digest"]), "rb", buffering=0) as blob:
+            reader = HashingReader(open_layer(blob, max_size=self.max_layer_size, name=layer["digest"]))
+            self.storage.apply_diff(layer_id, parent, reader)
+            reader.drain()
+        if reader.digest != diff_id:
+            raise InvalidArchive(f"layer {layer['digest']} has diff ID {reader.digest}, "
+                                 f"the image config says {diff_id}")
+        if on_layer is not None:
+            on_layer(layer["digest"], "Pull complete")
+        log.info("layer.applied", chain_id="sha256:" + layer_id, digest=layer["digest"], size=reader.size,
+                 ms=round((time.monotonic() - started) * 1000))
+        return reader.size
 
     def _add_layer_refs(self, chains: list[str], diff_ids: list[str], sizes: list[int], image_id: str) -> None:
         for i, (chain, diff_id, size) in enumerate(zip(chains, diff_ids, sizes, strict=True)):

@@ -257,9 +257,7 @@ class Puller:
             partial.unlink()
             raise InvalidArchive(f"blob {digest} from {self.client.host}/{repo} is corrupt: its content hashes "
                                  f"to {actual}; nothing was stored")
-        with open(partial, "rb") as f:
-            self.store.ingest_blob(digest, f, total)
-        partial.unlink()
+        self.store.adopt_blob(digest, partial)  # hashed and fsynced above: moved, not copied
         ms = int((time.monotonic() - started) * 1000)
         log.info("blob.pulled", digest=digest, bytes=got, resumed_at=offset, ms=ms)
         self.progress(digest, "Pull complete")

@@ -140,6 +140,9 @@ class OverlayDriver:
     """overlayfs layers; ``get`` mounts, reference counted across processes."""
 
     name = "overlay"
+    #: a layer's diff directory holds its own changes only, so a pull or load fills all its new
+    #: layers at once (``StorageDriver.independent_layers``)
+    independent_layers = True
 
     def __init__(self, ctx: DriverContext) -> None:
         probe(ctx)
