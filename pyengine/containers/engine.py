@@ -740,11 +740,7 @@ class Containers:
         self.store.check_name(new_name)
         with self.store.lock():
             record = self.store.load(self.store.resolve(ref))
-            for other in self.store.list():
-                if other.name == new_name and other.id != record.id:
-                    raise Conflict(f"the container name {new_name!r} is already in use")
-            record.name = new_name
-            self.store.save_config(record)
+            self.store.rename(record, new_name)  # Conflict when another container has the name
         self.emit(record, "rename", name=new_name)
 
     # -- inspect ---------------------------------------------------------------------------

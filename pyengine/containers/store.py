@@ -103,6 +103,14 @@ _NOUN = ["turing", "hopper", "lovelace", "ritchie", "thompson", "torvalds", "knu
          "dijkstra", "hamilton", "curie", "noether", "euler", "gauss", "shannon", "wirth"]
 
 
+def _is_name(name: str) -> bool:
+    """True when ``name`` is one a container can have."""
+    return bool(name) and name[0] in _NAME_FIRST and set(name) <= _NAME_CHARS
+
+
+_NAME_FIRST = _NAME_CHARS - set("_.-")
+
+
 class ContainerStore:
     """Container records under a data root and their run-time files under a run root."""
 
@@ -155,12 +163,13 @@ class ContainerStore:
         return os.urandom(32).hex()
 
     def check_name(self, name: str) -> None:
-        if not name or name[0] not in _NAME_CHARS - set("_.-") or not set(name) <= _NAME_CHARS:
+        if not _is_name(name):
             raise UsageError(f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
 
     def names(self) -> dict[str, str]:
         """name -> id of every container, from each one's config record alone (a third of what
-        ``list`` reads, and no record built): what the name checks of ``create`` need."""
+        ``list`` reads, and no record built): a scan of every container, which the name index
+        spares ``create`` and ``rename``; it rebuilds the index and ``system check`` checks it."""
         out: dict[str, str] = {}
         try:
             entries = os.listdir(self._root)
@@ -169,38 +178,157 @@ class ContainerStore:
         for entry in entries:
             if entry.startswith("."):
                 continue
-            raw = _read_if_there(os.path.join(self._root, entry, "config.json"))
-            try:
-                name = json.loads(raw)["name"] if isinstance(raw, bytes) else None
-            except (ValueError, KeyError, TypeError):
-                name = None
-            if not isinstance(name, str):  # unreadable or damaged: the name the full load gives
-                try:
-                    name = self.load(entry).name
-                except NotFound:
-                    continue
+            name = self._record_name(entry)
             if name:
                 out[name] = entry
         return out
 
+    def _record_name(self, container_id: str) -> str | None:
+        """The name in the container's own config record (the one ``load`` gives when that record
+        is damaged); None when there is no such container."""
+        raw = _read_if_there(os.path.join(self._root, container_id, "config.json"))
+        try:
+            name = json.loads(raw)["name"] if isinstance(raw, bytes) else None
+        except (ValueError, KeyError, TypeError):
+            name = None
+        if not isinstance(name, str):  # unreadable or damaged: the name the full load gives
+            try:
+                name = self.load(container_id).name
+            except NotFound:
+                return None
+        return name
+
+    # -- the name index --------------------------------------------------------------------
+    # One file per name under ``<root>/.names`` (a dot-directory: listings skip it) holding the
+    # ID of the container that has the name. It is a cache that the container's own record
+    # confirms: an entry is written (O_EXCL, under the store's lock) before the record that has
+    # the name is renamed into place or rewritten, and removed only after the record has gone
+    # or changed its name. So a kill at any point leaves, at worst, an entry that its record
+    # does not confirm; a lookup drops it (under the lock). Every container with a name has
+    # an entry whenever the directory exists; it is made whole (from ``names``) by the first
+    # create or rename of a data root that has none, and goes when its last entry does.
+
+    def has_name_index(self) -> bool:
+        return os.path.isdir(self._names_dir)
+
+    @property
+    def _names_dir(self) -> str:
+        return os.path.join(self._root, NAME_INDEX)
+
+    def _ensure_name_index(self) -> None:
+        """Build the index when the data root has none (made by an older engine); under ``lock``."""
+        if not self.has_name_index():
+            self._build_name_index()
+
+    def _build_name_index(self) -> None:
+        """The index made afresh from every container's record, swapped in whole: a reader sees
+        the old one, none (and scans), or the new one. Under ``lock``."""
+        make_dirs(self.root)
+        tmp = os.path.join(self._root, f".tmp-names-{os.urandom(4).hex()}")
+        old = os.path.join(self._root, f".rm-names-{os.urandom(4).hex()}")
+        try:
+            os.mkdir(tmp, PRIVATE_MODE)
+            for name, container_id in self.names().items():
+                _write_name_entry(os.path.join(tmp, _name_file(name)), container_id)
+            try:
+                os.rename(self._names_dir, old)
+            except FileNotFoundError:
+                pass
+            os.rename(tmp, self._names_dir)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if NoSpace.is_full(exc):
+                raise NoSpace(self.root) from None
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
+        log.info("container.name_index_built")
+
+    def _name_holder(self, name: str, *, locked: bool) -> str | None:
+        """The ID of the container named ``name``, from the index, confirmed by its record;
+        None when no container has it. ``locked`` (the caller holds ``lock``): an entry its
+        record does not confirm is dropped, or rewritten when it was unreadable; without the
+        lock nothing is written. IndexMissing when the data root has no index."""
+        path = os.path.join(self._names_dir, _name_file(name))
+        raw = _read_if_there(path)
+        if raw is None:
+            if not self.has_name_index():
+                raise IndexMissing(self._names_dir)
+            return None
+        container_id = raw.decode("ascii", "replace") if isinstance(raw, bytes) else ""
+        if _valid_id(container_id):
+            if self._record_name(container_id) == name:
+                return container_id
+            holder = None  # stale: a create, remove or rename was interrupted
+        else:  # cut short or unreadable: who has the name is not known but by a scan
+            holder = self.names().get(name)
+        if locked:
+            try:
+                os.unlink(path)
+                if holder is not None:
+                    _write_name_entry(path, holder)
+            except OSError as exc:  # the next lookup tries again
+                log.warning("container.name_entry_not_repaired", name=name, reason=_reason(exc))
+        return holder
+
+    def _claim_name(self, name: str, container_id: str) -> str | None:
+        """Write the name's entry for ``container_id`` (under ``lock``); the ID of the container
+        that has the name already, else None."""
+        path = os.path.join(self._names_dir, _name_file(name))
+        for _ in range(3):
+            other = self._name_holder(name, locked=True)
+            if other is not None:
+                return other
+            try:
+                _write_name_entry(path, container_id)
+                return None
+            except FileExistsError:  # written meanwhile by a process without the lock
+                continue
+        raise Conflict(f"the name index entry {path} keeps coming back; run `pyengine system check --repair`")
+
+    def _drop_name(self, name: str, container_id: str) -> None:
+        """Remove the name's entry if it is ``container_id``'s, and the index when that was its
+        last entry (under ``lock``)."""
+        path = os.path.join(self._names_dir, _name_file(name))
+        raw = _read_if_there(path) if name else None
+        if isinstance(raw, bytes) and raw.decode("ascii", "replace") == container_id:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        try:  # none left: a store without containers holds nothing of them (the next create makes it)
+            os.rmdir(self._names_dir)
+        except OSError:
+            pass
+
     def generate_name(self) -> str:
-        taken = self.names()
+        """A free adjective_noun name (call under ``lock``). Any entry counts as taken, even a
+        stale one: a random name can as well be another, and a stat is all each try costs."""
+        self._ensure_name_index()
         for _ in range(100):
             a, b = os.urandom(2)
             name = f"{_ADJ[a % len(_ADJ)]}_{_NOUN[b % len(_NOUN)]}"
-            if name not in taken:
+            if not os.path.lexists(os.path.join(self._names_dir, _name_file(name))):
                 return name
         return f"pyengine_{os.urandom(4).hex()}"
 
     def add(self, record: ContainerRecord) -> None:
         """Persist a new container; the name must be free (call under ``lock``)."""
-        other = self.names().get(record.name)
+        path = self.dir(record.id)
+        make_dirs(path.parent)
+        other = None
+        if record.name:
+            self._ensure_name_index()
+            try:
+                other = self._claim_name(record.name, record.id)
+            except OSError as exc:
+                if NoSpace.is_full(exc):
+                    raise NoSpace(self.root) from None
+                raise
         if other is not None:
             raise Conflict(f"Conflict. The container name \"/{record.name}\" is already in use by container "
                            f"\"{other}\". You have to remove (or rename) that container to be able to reuse "
                            "that name.")
-        path = self.dir(record.id)
-        make_dirs(path.parent)
         # Both records are written in a temp directory renamed into place: a container
         # directory always holds both, and a crash or a full disk leaves only a `.tmp-` one,
         # which this removes on failure and `system check --repair` after a crash.
@@ -214,6 +342,7 @@ class ContainerStore:
             os.rename(tmp, path)
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
+            self._drop_name(record.name, record.id)
             if NoSpace.is_full(exc):
                 raise NoSpace(self.root) from None
             raise
@@ -334,6 +463,13 @@ class ContainerStore:
             raise UsageError("a container name or ID is required")
         if "/" not in ref and ref not in (".", "..") and self.is_container_dir(self.root / ref):
             return ref
+        name = ref.lstrip("/")
+        try:  # a name, by the index: no other record read
+            holder = self._name_holder(name, locked=False) if _is_name(name) else None
+        except IndexMissing:
+            holder = None
+        if holder is not None and self.load(holder).name == name:
+            return holder
         records = self.list()
         for record in records:
             if record.name == ref.lstrip("/"):
@@ -346,10 +482,10 @@ class ContainerStore:
         raise NotFound(f"no such container: {ref}")
 
     def remove_record(self, container_id: str) -> None:
-        import shutil
-
+        """Remove the container's records, then its name's entry (call under ``lock``)."""
         path = self.dir(container_id)
         trash = self.root / f".rm-{container_id}"
+        name = self._record_name(container_id) if "/" not in container_id else None
         try:
             os.rename(path, trash)
         except OSError as exc:
@@ -358,6 +494,33 @@ class ContainerStore:
             return
         shutil.rmtree(trash, ignore_errors=True)
         shutil.rmtree(self.run_dir / container_id, ignore_errors=True)
+        if name:
+            self._drop_name(name, container_id)
+        elif self.has_name_index():  # a damaged record that no longer says its name: find its entry
+            for file_name in os.listdir(self._names_dir):
+                raw = _read_if_there(os.path.join(self._names_dir, file_name))
+                if isinstance(raw, bytes) and raw.decode("ascii", "replace") == container_id:
+                    os.unlink(os.path.join(self._names_dir, file_name))
+            self._drop_name("", container_id)
+
+    def rename(self, record: ContainerRecord, new_name: str) -> None:
+        """Give the container ``new_name`` (call under ``lock``); Conflict when another container
+        has it. The new name's entry is written before the record, the old one removed after."""
+        old_name = record.name
+        if old_name != new_name:
+            self._ensure_name_index()
+            if self._claim_name(new_name, record.id) is not None:
+                raise Conflict(f"the container name {new_name!r} is already in use")
+        record.name = new_name
+        try:
+            self.save_config(record)
+        except BaseException:
+            record.name = old_name
+            if old_name != new_name:
+                self._drop_name(new_name, record.id)
+            raise
+        if old_name != new_name:
+            self._drop_name(old_name, record.id)
 
     def check(self, repair: bool = False) -> tuple[builtins.list[str], builtins.list[str]]:
         """The store's problems, and the IDs of damaged containers (``system check``).
@@ -373,7 +536,7 @@ class ContainerStore:
             return problems, damaged
         with self.lock():
             for entry in sorted(self.root.iterdir()):
-                if entry.name == ".lock":
+                if entry.name in (".lock", NAME_INDEX):
                     continue
                 if entry.name.startswith((".tmp-", ".rm-")) or not self.is_container_dir(entry):
                     problems.append(f"stale temporary entry {entry} (an interrupted create or remove)")
@@ -392,7 +555,67 @@ class ContainerStore:
                 if record.state.status == DAMAGED:
                     problems.append(f"container {record.id} is damaged: {record.state.error}")
                     damaged.append(record.id)
+            index_problems = self._check_name_index()
+            problems += index_problems
+            if index_problems and repair:
+                self._build_name_index()
         return problems, damaged
+
+    def _check_name_index(self) -> builtins.list[str]:
+        """What the name index says that the records do not (under ``lock``): entries that no
+        record confirms (left by an interrupted create, remove or rename: harmless, a lookup
+        drops them) and names without an entry. A data root without an index has no problem:
+        the next create builds it."""
+        if not self.has_name_index():
+            return []
+        problems: builtins.list[str] = []
+        wanted = {_name_file(name): (name, container_id) for name, container_id in self.names().items()}
+        for file_name in sorted(os.listdir(self._names_dir)):
+            path = os.path.join(self._names_dir, file_name)
+            raw = _read_if_there(path)
+            held = raw.decode("ascii", "replace") if isinstance(raw, bytes) else ""
+            if file_name in wanted and wanted[file_name][1] == held:
+                del wanted[file_name]
+                continue
+            problems.append(f"stale name index entry {path} (an interrupted create, remove or rename)")
+        for name, container_id in sorted(wanted.values()):
+            problems.append(f"the name index has no entry for {name!r} of container {container_id}")
+        return problems
+
+
+#: the directory of the name index under the containers root (``ContainerStore._name_holder``)
+NAME_INDEX = ".names"
+
+
+class IndexMissing(Exception):
+    """The data root has no name index (made by an older engine): a scan must answer."""
+
+
+def _name_file(name: str) -> str:
+    """The index entry's file name for ``name``: the name itself (a container name is a valid
+    file name that never starts with a dot), or a digest when it is too long for one."""
+    if len(name) <= 200:
+        return name
+    import hashlib
+
+    return "-" + hashlib.sha256(name.encode()).hexdigest()
+
+
+def _write_name_entry(path: str, container_id: str) -> None:
+    """Make the entry ``path`` holding ``container_id``; FileExistsError when there is one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, container_id.encode())
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        os.close(fd)
+
+
+def _valid_id(text: str) -> bool:
+    """True when ``text`` can be a container's directory name (an entry cut short is not)."""
+    return bool(text) and not text.startswith(".") and "/" not in text and text.isascii() and text.isprintable()
 
 
 def _reason(exc: BaseException) -> str:
