@@ -218,8 +218,9 @@ class TokenServer:
 # -- a misbehaving proxy -----------------------------------------------------------------------
 class BlobProxy:
     """Forwards HTTP to a registry; for the blob ``target`` it can flip one byte (``corrupt``)
-    or close the connection after ``cut_after`` body bytes, on its first download only; it can
-    hold each blob's first GET for ``delay_first`` seconds.
+    or close the connection after ``cut_after`` body bytes, on its first download only, or hold
+    its GET until ``release`` is set (``hold``; ``held`` is set once one waits); it can hold
+    each blob's first GET for ``delay_first`` seconds.
     ``sent[digest]`` counts the body bytes forwarded per blob."""
 
     def __init__(self, upstream_port: int, target: str | None = None, mode: str | None = None,
@@ -231,6 +232,7 @@ class BlobProxy:
         self.ranges: list[str | None] = []
         self.statuses: list[tuple[str, int]] = []
         self.tripped = False
+        self.held, self.release = threading.Event(), threading.Event()
         self.port = free_port()
         proxy = self
 
@@ -245,6 +247,9 @@ class BlobProxy:
                         and self.path not in proxy.delayed:
                     proxy.delayed.add(self.path)
                     time.sleep(proxy.delay_first)
+                if proxy.mode == "hold" and self.command == "GET" and self.path.endswith(f"/blobs/{proxy.target}"):
+                    proxy.held.set()
+                    proxy.release.wait(60)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 conn = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=60)

@@ -11,6 +11,9 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import imagebuild as ib
@@ -214,6 +217,35 @@ def test_corrupt_blob_fails_naming_digest_and_store_is_unchanged(engine_env, tes
         assert target in result.stderr and "corrupt" in result.stderr, result.stderr
         assert ib.store_snapshot(engine_env.data_root) == before
     finally:
+        proxy.stop()
+
+
+def test_a_layer_is_unpacked_while_a_later_one_still_downloads(engine_env, test_image, registry) -> None:
+    _skopeo("copy", "--dest-tls-verify=false", f"oci:{test_image['layout']}:test", f"docker://{registry.host}/{REPO}:v1")
+    manifest = json.loads(_skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/{REPO}:v1"))
+    first, last = manifest["layers"][0]["digest"], manifest["layers"][-1]["digest"]
+    assert first != last
+    proxy = rf.BlobProxy(registry.port, last, "hold")
+    try:
+        insecure(engine_env, proxy.host)
+        pull = subprocess.Popen([sys.executable, "-m", "pyengine", "pull", f"{proxy.host}/{REPO}:v1"],
+                                env=engine_env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(pull.stdout), daemon=True)
+        reader.start()
+        done = f"{first[7:19]}: Pull complete"
+        deadline = time.monotonic() + 60
+        while done not in lines and time.monotonic() < deadline and pull.poll() is None:
+            time.sleep(0.05)
+        # The bottom layer was unpacked into the store while the top one had not come.
+        assert proxy.held.is_set() and done in [line.rstrip("\n") for line in lines], lines
+        assert not [line for line in lines if line.startswith(f"{last[7:19]}: ") and "complete" in line]
+        proxy.release.set()
+        assert pull.wait(120) == 0, pull.stderr.read()
+        reader.join(10)
+        assert stored_rootfs(engine_env, f"{proxy.host}/{REPO}:v1") == tree_manifest(test_image["reference"])
+    finally:
+        proxy.release.set()
         proxy.stop()
 
 

@@ -621,13 +621,17 @@ class ImageStore:
         raise NotFound(f"no manifest for linux/{want_arch} in the image index")
 
     def commit_image(self, refs: list[str] | str | None, manifest_bytes: bytes, media_type: str | None = None,
-                     on_layer: Callable[[str, str], None] | None = None) -> Image:
+                     on_layer: Callable[[str, str], None] | None = None,
+                     arriving: Callable[[str], None] | None = None) -> Image:
         """Make an image from a manifest (or index) whose blobs are all in the store, and tag it.
 
         Layers missing from the driver are created and their diffIDs checked; on any failure
         the layers made here are removed and nothing else changes.
         :param on_layer: called ``(layer blob digest, "Extracting" | "Pull complete")`` around
             each layer applied here (a pull's progress)
+        :param arriving: the layer blobs are still coming (a pull's downloads): called with a
+            layer's digest before that layer is applied, it returns once the blob is in the
+            store and raises if it will not be; the manifests and the config must be there
         """
         if isinstance(refs, str):
             refs = [refs]
@@ -656,12 +660,12 @@ class ImageStore:
         layers = document.get("layers") or []
         if len(diff_ids) != len(layers):
             raise InvalidArchive(f"manifest has {len(layers)} layers but the config lists {len(diff_ids)} diff IDs")
-        for layer in layers:
+        for layer in layers if arriving is None else []:
             if not self.has_blob(layer["digest"]):
                 raise NotFound(f"layer blob {layer['digest']} is not in the store")
         chains = chain_ids(diff_ids)
         with self.lock(), _no_space(self.data_root):
-            layer_sizes = self._apply_layers(layers, diff_ids, chains, on_layer)
+            layer_sizes = self._apply_layers(layers, diff_ids, chains, on_layer, arriving)
             record = self._read_json(self._image_path(config_digest)) or {
                 "id": config_digest, "manifests": [], "indexes": {}, "layers": chains, "diff_ids": diff_ids,
                 "layer_sizes": layer_sizes, "layer_blobs": [], "created": config.get("created", "")}
@@ -684,7 +688,8 @@ class ImageStore:
             return self._image(record)
 
     def _apply_layers(self, layers: list[dict[str, Any]], diff_ids: list[str], chains: list[str],
-                      on_layer: Callable[[str, str], None] | None = None) -> list[int]:
+                      on_layer: Callable[[str, str], None] | None = None,
+                      arriving: Callable[[str], None] | None = None) -> list[int]:
         storage = self.storage
         records = self.layer_records()
         created: list[str] = []
@@ -716,9 +721,9 @@ class ImageStore:
                 if independent:
                     pending.append((i, layer, diff_id, layer_id, parent))
                 else:
-                    sizes[i] = self._fill_layer(layer, diff_id, layer_id, parent, on_layer)
+                    sizes[i] = self._fill_layer(layer, diff_id, layer_id, parent, on_layer, arriving)
             if pending:
-                self._fill_layers_at_once(pending, sizes, on_layer)
+                self._fill_layers_at_once(pending, sizes, on_layer, arriving)
         except BaseException:
             for layer_id in reversed(created):
                 with contextlib.suppress(Exception):
@@ -727,7 +732,8 @@ class ImageStore:
         return [size for size in sizes if size is not None]  # every slot is filled by now
 
     def _fill_layers_at_once(self, pending: list[tuple[int, dict[str, Any], str, str, str | None]],
-                             sizes: list[int | None], on_layer: Callable[[str, str], None] | None) -> None:
+                             sizes: list[int | None], on_layer: Callable[[str, str], None] | None,
+                             arriving: Callable[[str], None] | None) -> None:
         """Apply independent layers' diffs in threads: extraction is mostly system calls (the
         GIL is free meanwhile) and decompression runs in its own process, so two layers on two
         cores take about the time of one. Every thread finishes before the first error is raised."""
@@ -735,12 +741,12 @@ class ImageStore:
 
         if len(pending) == 1:
             i, layer, diff_id, layer_id, parent = pending[0]
-            sizes[i] = self._fill_layer(layer, diff_id, layer_id, parent, on_layer)
+            sizes[i] = self._fill_layer(layer, diff_id, layer_id, parent, on_layer, arriving)
             return
         workers = min(len(pending), os.cpu_count() or 1, 4)
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="layer") as pool:
-            futures = [(i, pool.submit(self._fill_layer, layer, diff_id, layer_id, parent, on_layer))
+            futures = [(i, pool.submit(self._fill_layer, layer, diff_id, layer_id, parent, on_layer, arriving))
                        for i, layer, diff_id, layer_id, parent in pending]
             for i, future in futures:
                 try:
@@ -751,10 +757,14 @@ class ImageStore:
             raise errors[0]
 
     def _fill_layer(self, layer: dict[str, Any], diff_id: str, layer_id: str, parent: str | None,
-                    on_layer: Callable[[str, str], None] | None) -> int:
+                    on_layer: Callable[[str, str], None] | None, arriving: Callable[[str], None] | None) -> int:
         """Apply one layer blob's diff to the driver's new layer, checking its diff ID."""
         from pyengine.layers.extract import open_layer
 
+        if arriving is not None:
+            arriving(layer["digest"])
+        if not self.has_blob(layer["digest"]):
+            raise NotFound(f"layer blob {layer['digest']} is not in the store")
         started = time.monotonic()
         if on_layer is not None:
             on_layer(layer["digest"], "Extracting")

@@ -170,13 +170,31 @@ class Puller:
         return ResolvedManifest(top_digest, data, media_type, doc)
 
     def complete(self, ref: Reference, resolved: ResolvedManifest) -> tuple[str, Any]:
-        """Download what ``resolve`` found and commit it as an image tagged ``ref``."""
+        """Download what ``resolve`` found and commit it as an image tagged ``ref``.
+
+        The commit starts as soon as the config and the first layer are in: a layer is unpacked
+        while the ones after it still download. It takes the store's lock only then, so a pull
+        still downloading holds up no other command."""
         repo = ref.path
-        blobs = [resolved.config, *resolved.layers]
         try:
-            self._fetch_all(repo, blobs)
-            image = self.store.commit_image([str(ref)] if ref.tag else None, resolved.data, resolved.media_type,
-                                            on_layer=self.on_layer)
+            todo = self._to_fetch([resolved.config, *resolved.layers])
+            with ThreadPoolExecutor(max_workers=max(1, min(self.parallel, len(todo)))) as pool:
+                futures = {desc["digest"]: pool.submit(self._fetch, repo, desc) for desc in todo}
+
+                def arriving(digest: str) -> None:
+                    if digest in futures:
+                        futures[digest].result()
+
+                try:
+                    arriving(resolved.config["digest"])
+                    if resolved.layers:
+                        arriving(resolved.layers[0]["digest"])
+                    image = self.store.commit_image([str(ref)] if ref.tag else None, resolved.data,
+                                                    resolved.media_type, on_layer=self.on_layer, arriving=arriving)
+                except BaseException:
+                    for future in futures.values():
+                        future.cancel()  # the ones not started; the others finish (or fail) first
+                    raise
         except BaseException:
             self.store.discard_new_blobs()
             with contextlib.suppress(OSError):
@@ -186,25 +204,14 @@ class Puller:
             self.incoming.rmdir()
         return resolved.top_digest, image
 
-    def _fetch_all(self, repo: str, blobs: list[dict[str, Any]]) -> None:
+    def _to_fetch(self, blobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         todo: list[dict[str, Any]] = []
         for desc in blobs:
             if self.store.has_blob(desc["digest"]):
                 self.progress(desc["digest"], "Already exists")
             elif desc["digest"] not in {d["digest"] for d in todo}:
                 todo.append(desc)
-        if not todo:
-            return
-        with ThreadPoolExecutor(max_workers=min(self.parallel, len(todo))) as pool:
-            futures = [pool.submit(self._fetch, repo, desc) for desc in todo]
-            errors = []
-            for f in futures:
-                try:
-                    f.result()
-                except BaseException as exc:  # every download finishes (or fails) before we decide
-                    errors.append(exc)
-            if errors:
-                raise errors[0]
+        return todo
 
     def _fetch(self, repo: str, desc: dict[str, Any]) -> None:
         digest, size = desc["digest"], desc.get("size")
