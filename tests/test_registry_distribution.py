@@ -220,6 +220,24 @@ def test_corrupt_blob_fails_naming_digest_and_store_is_unchanged(engine_env, tes
         proxy.stop()
 
 
+def test_one_connection_streams_blob_after_blob(test_image, registry) -> None:
+    # A download thread takes the next blob on its kept-alive connection; a stream read to its
+    # Content-Length must leave that connection ready (it once failed with "Request-sent").
+    from pyengine.registry.client import RegistryClient
+    from pyengine.registry.options import RegistryOptions
+
+    _skopeo("copy", "--dest-tls-verify=false", f"oci:{test_image['layout']}:test", f"docker://{registry.host}/{REPO}:v1")
+    manifest = json.loads(_skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/{REPO}:v1"))
+    client = RegistryClient(registry.host, RegistryOptions(insecure=True))
+    try:
+        for desc in [manifest["config"], *manifest["layers"]]:
+            resp, _ = client.blob_stream(REPO, desc["digest"])
+            data = b"".join(resp.iter_chunks())
+            assert "sha256:" + hashlib.sha256(data).hexdigest() == desc["digest"]
+    finally:
+        client.close()
+
+
 def test_a_layer_is_unpacked_while_a_later_one_still_downloads(engine_env, test_image, registry) -> None:
     _skopeo("copy", "--dest-tls-verify=false", f"oci:{test_image['layout']}:test", f"docker://{registry.host}/{REPO}:v1")
     manifest = json.loads(_skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/{REPO}:v1"))

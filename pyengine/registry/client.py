@@ -93,6 +93,9 @@ class Response:
                 self._owner._drop_connection()
                 raise TransferInterrupted(f"connection to {self._owner.host} broke: {exc}") from None
             if not chunk:
+                # read1 never marks a response read to its Content-Length as done, and the
+                # next request on this kept-alive connection would fail ("Request-sent").
+                self.raw.close()
                 return
             yield chunk
 
