@@ -24,7 +24,9 @@ from conftest import EngineEnv, need_root
 pytestmark = [pytest.mark.root]
 
 DRIVERS = ["overlay", "vfs"]
-FILL = "echo before; dd if=/dev/zero of=/big bs=1M; echo after; exit 3"
+# The pause lets the monitor log "before" while there is room: dd fills the 24 MB in a few ms,
+# and a line still in the pipe when it has is lost to the full disk (CI once saw that race).
+FILL = "echo before; sleep 0.5; dd if=/dev/zero of=/big bs=1M; echo after; exit 3"
 
 
 def mounts_under(prefix: Path) -> list[str]:
